@@ -1,0 +1,594 @@
+//! Settings: defaults, then an optional TOML file, then `ECOS_*` environment
+//! variables, then the platform's plain `PORT` and `REDIS_URL`.
+//!
+//! Every key is read as text and parsed here, once, into [`Settings`], so a bad
+//! value stops start-up with one line that names the key, the value and the
+//! form that was expected, rather than a serde message about an internal type.
+
+use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, time::Duration};
+
+use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
+use serde::Serialize;
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A key holds a value of the wrong form.
+    #[error("invalid value for `{key}`{origin}: {value:?}; expected {expected}")]
+    Invalid {
+        /// The dotted key, e.g. `socketio.ping_interval_secs`.
+        key: &'static str,
+        /// The offending value as it was given.
+        value: String,
+        /// The form the key accepts.
+        expected: &'static str,
+        /// Where the value came from when that is not obvious (e.g. ` (from PORT)`).
+        origin: &'static str,
+    },
+    /// The configuration file could not be read or is not valid TOML.
+    #[error("cannot read configuration file {path}: {message}")]
+    File {
+        /// The path given with `--config` or `ECOS_CONFIG`.
+        path: PathBuf,
+        /// What the TOML reader said.
+        message: String,
+    },
+    /// The layered sources could not be merged (for example a table where a value belongs).
+    #[error("configuration error: {0}")]
+    Merge(String),
+}
+
+/// Output format of the logs written to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    Text,
+    /// One JSON object per line, for log drains and aggregators.
+    Json,
+}
+
+/// Which origins may make cross-origin HTTP requests (long-polling) to ecos.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorsPolicy {
+    /// Same origin, plus any `http(s)://localhost`, `127.0.0.1` or `[::1]` origin on any port:
+    /// the development default, which grants nothing to a remote site.
+    LocalhostOnly,
+    /// Any origin (`*`).
+    Any,
+    /// Exactly these origins (scheme, host and port).
+    List(Vec<String>),
+}
+
+/// The typed, validated settings ecos runs with.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// TCP port to listen on (`PORT` on every platform; 0 picks a free port).
+    pub port: u16,
+    /// Address to bind; `0.0.0.0` because platform routers connect from outside the container.
+    pub bind_address: IpAddr,
+    /// Name of this instance in logs, metrics and the `welcome` event.
+    pub instance_id: String,
+    /// Logging settings.
+    pub log: LogSettings,
+    /// Cross-origin policy for the HTTP transport.
+    #[serde(serialize_with = "cors_origins")]
+    pub cors: CorsPolicy,
+    /// Engine.IO / Socket.IO protocol settings.
+    pub socketio: SocketIoSettings,
+    /// Input size limits.
+    pub limits: Limits,
+    /// Shutdown behaviour.
+    pub shutdown: ShutdownSettings,
+    /// Demo page settings.
+    pub demo: DemoSettings,
+    /// Redis connection for the cluster adapter; `None` runs a single in-memory instance.
+    pub redis: RedisSettings,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `RUST_LOG`-style filter, e.g. `info` or `info,ecos=debug`.
+    pub level: String,
+}
+
+/// Engine.IO / Socket.IO protocol settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct SocketIoSettings {
+    /// How often the server pings; must stay well under a router's idle cut-off (Heroku: 55 s,
+    /// and a held long-poll must be answered within 30 s).
+    #[serde(with = "secs", rename = "ping_interval_secs")]
+    pub ping_interval: Duration,
+    /// How long the server waits for a pong before closing the session.
+    #[serde(with = "secs", rename = "ping_timeout_secs")]
+    pub ping_timeout: Duration,
+    /// How long a client has after the Engine.IO handshake to connect to a namespace.
+    #[serde(with = "secs", rename = "connect_timeout_secs")]
+    pub connect_timeout: Duration,
+    /// Default time the server waits for a client's acknowledgement.
+    #[serde(with = "secs", rename = "ack_timeout_secs")]
+    pub ack_timeout: Duration,
+    /// Packets queued per connection before emits to it fail.
+    pub max_buffer_packets: usize,
+}
+
+/// Input size limits: anything above ends the offending session only.
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    /// Largest HTTP long-polling request body, in bytes.
+    pub max_http_payload_bytes: u64,
+    /// Largest WebSocket message, in bytes (the library default of 64 MiB is far too generous).
+    pub max_ws_message_bytes: usize,
+}
+
+/// Shutdown behaviour.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShutdownSettings {
+    /// Longest time from SIGTERM to exit; under Heroku's 30 s before SIGKILL.
+    #[serde(with = "secs", rename = "drain_timeout_secs")]
+    pub drain_timeout: Duration,
+    /// Time between `/readyz` turning 503 and sessions being closed, so a load
+    /// balancer stops routing here first; part of `drain_timeout`.
+    #[serde(with = "secs", rename = "delay_secs")]
+    pub delay: Duration,
+}
+
+/// Demo page settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoSettings {
+    /// A local copy of `socket.io.min.js` to serve instead of loading it from the CDN.
+    pub client_script_path: Option<PathBuf>,
+}
+
+/// Redis settings for the cluster adapter.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisSettings {
+    /// Connection URL (`redis://` or `rediss://`); masked when printed.
+    #[serde(serialize_with = "mask_url")]
+    pub url: Option<String>,
+}
+
+/// Where settings come from: an optional file and an environment.
+///
+/// Passing the environment in (rather than reading the process's) lets tests
+/// check the layering without touching global state.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// TOML file given with `--config` or `ECOS_CONFIG`.
+    pub file: Option<PathBuf>,
+    /// Environment variables, e.g. from `std::env::vars()`.
+    pub env: HashMap<String, String>,
+}
+
+impl Sources {
+    /// Sources from the process environment and an optional file path.
+    pub fn from_process(file: Option<PathBuf>) -> Self {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let file = file.or_else(|| env.get("ECOS_CONFIG").map(PathBuf::from));
+        Self { file, env }
+    }
+}
+
+/// Every key ecos reads, its default, and what it accepts. The README's table mirrors this.
+const KEYS: &[(&str, &str)] = &[
+    ("port", "3000"),
+    ("bind_address", "0.0.0.0"),
+    ("instance_id", ""),
+    ("log.format", "text"),
+    ("log.level", "info"),
+    ("cors.allowed_origins", ""),
+    ("socketio.ping_interval_secs", "25"),
+    ("socketio.ping_timeout_secs", "20"),
+    ("socketio.connect_timeout_secs", "45"),
+    ("socketio.ack_timeout_secs", "5"),
+    ("socketio.max_buffer_packets", "128"),
+    ("limits.max_http_payload_bytes", "1000000"),
+    ("limits.max_ws_message_bytes", "1000000"),
+    ("shutdown.drain_timeout_secs", "25"),
+    ("shutdown.delay_secs", "0"),
+    ("demo.client_script_path", ""),
+    ("redis.url", ""),
+];
+
+impl Settings {
+    /// Loads and validates the settings from `sources`.
+    pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
+        let merged = merge(sources)?;
+        let get = |key: &str| -> String {
+            // Every key has a default, so a missing one only happens for a
+            // table given where a value belongs, which `lookup` reports.
+            lookup(&merged, key).unwrap_or_default()
+        };
+        let env = &sources.env;
+        let port_origin = if env.contains_key("PORT") {
+            " (from PORT)"
+        } else {
+            ""
+        };
+
+        let settings = Settings {
+            port: parse(
+                "port",
+                &get("port"),
+                "an integer from 0 to 65535",
+                port_origin,
+            )?,
+            bind_address: parse(
+                "bind_address",
+                &get("bind_address"),
+                "an IP address such as 0.0.0.0 or ::",
+                "",
+            )?,
+            instance_id: instance_id(&get("instance_id"), env)?,
+            log: LogSettings {
+                format: match get("log.format").trim().to_ascii_lowercase().as_str() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    other => return Err(invalid("log.format", other, "`text` or `json`", "")),
+                },
+                level: log_level(&get("log.level"), env)?,
+            },
+            cors: cors(&get("cors.allowed_origins"))?,
+            socketio: SocketIoSettings {
+                ping_interval: duration(
+                    "socketio.ping_interval_secs",
+                    &get("socketio.ping_interval_secs"),
+                )?,
+                ping_timeout: duration(
+                    "socketio.ping_timeout_secs",
+                    &get("socketio.ping_timeout_secs"),
+                )?,
+                connect_timeout: duration(
+                    "socketio.connect_timeout_secs",
+                    &get("socketio.connect_timeout_secs"),
+                )?,
+                ack_timeout: duration(
+                    "socketio.ack_timeout_secs",
+                    &get("socketio.ack_timeout_secs"),
+                )?,
+                max_buffer_packets: positive(
+                    "socketio.max_buffer_packets",
+                    &get("socketio.max_buffer_packets"),
+                )?,
+            },
+            limits: Limits {
+                max_http_payload_bytes: positive(
+                    "limits.max_http_payload_bytes",
+                    &get("limits.max_http_payload_bytes"),
+                )?,
+                max_ws_message_bytes: positive(
+                    "limits.max_ws_message_bytes",
+                    &get("limits.max_ws_message_bytes"),
+                )?,
+            },
+            shutdown: shutdown(
+                &get("shutdown.drain_timeout_secs"),
+                &get("shutdown.delay_secs"),
+            )?,
+            demo: DemoSettings {
+                client_script_path: non_empty(&get("demo.client_script_path")).map(PathBuf::from),
+            },
+            redis: RedisSettings {
+                url: redis_url(&get("redis.url"))?,
+            },
+        };
+        Ok(settings)
+    }
+
+    /// Settings for tests and embedding: the defaults, bound to `127.0.0.1:0`.
+    pub fn for_tests(instance_id: &str) -> Self {
+        let env = HashMap::from([
+            ("ECOS_PORT".to_owned(), "0".to_owned()),
+            ("ECOS_BIND_ADDRESS".to_owned(), "127.0.0.1".to_owned()),
+            ("ECOS_INSTANCE_ID".to_owned(), instance_id.to_owned()),
+        ]);
+        // The defaults are valid by construction; `defaults_are_valid` tests it.
+        Self::load(&Sources { file: None, env }).expect("default settings are valid")
+    }
+
+    /// The effective settings as TOML `key = value` lines (dotted keys), secrets masked.
+    pub fn to_display_string(&self) -> String {
+        let value = serde_json::to_value(self).unwrap_or_default();
+        let mut out = String::new();
+        flatten("", &value, &mut out);
+        out
+    }
+}
+
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut String) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        // TOML has no null: show unset keys as comments so the output stays valid TOML.
+        serde_json::Value::Null => out.push_str(&format!("# {prefix} is not set\n")),
+        other => out.push_str(&format!("{prefix} = {other}\n")),
+    }
+}
+
+fn merge(sources: &Sources) -> Result<Config, ConfigError> {
+    let mut builder = Config::builder();
+    for (key, default) in KEYS {
+        builder = builder
+            .set_default(*key, *default)
+            .map_err(|e| ConfigError::Merge(e.to_string()))?;
+    }
+    if let Some(path) = &sources.file {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
+        // Parse eagerly so a syntax error names the file rather than surfacing at build().
+        Config::builder()
+            .add_source(File::from_str(&text, FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigError::File {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+    }
+    let ecos_env: Map<String, String> = sources
+        .env
+        .iter()
+        .filter(|(k, _)| k.starts_with("ECOS_") && k.as_str() != "ECOS_CONFIG")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    builder = builder.add_source(
+        Environment::with_prefix("ECOS")
+            .prefix_separator("_")
+            .separator("__")
+            .source(Some(ecos_env)),
+    );
+    // The platform's own variables win: they are what the router and add-on set.
+    for (var, key) in [("PORT", "port"), ("REDIS_URL", "redis.url")] {
+        if let Some(v) = sources.env.get(var) {
+            builder = builder
+                .set_override(key, v.as_str())
+                .map_err(|e| ConfigError::Merge(e.to_string()))?;
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| ConfigError::Merge(e.to_string()))
+}
+
+/// The value of `key` as text, whatever type the TOML file gave it.
+fn lookup(config: &Config, key: &str) -> Option<String> {
+    let value: Value = config.get(key).ok()?;
+    Some(render(&value))
+}
+
+fn render(value: &Value) -> String {
+    match &value.kind {
+        ValueKind::Nil => String::new(),
+        ValueKind::Array(items) => items.iter().map(render).collect::<Vec<_>>().join(","),
+        ValueKind::Table(_) => "<table>".to_owned(),
+        _ => value.to_string(),
+    }
+}
+
+fn invalid(
+    key: &'static str,
+    value: &str,
+    expected: &'static str,
+    origin: &'static str,
+) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_owned(),
+        expected,
+        origin,
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    key: &'static str,
+    raw: &str,
+    expected: &'static str,
+    origin: &'static str,
+) -> Result<T, ConfigError> {
+    raw.trim()
+        .parse()
+        .map_err(|_| invalid(key, raw, expected, origin))
+}
+
+fn positive<T: std::str::FromStr + PartialOrd + Default>(
+    key: &'static str,
+    raw: &str,
+) -> Result<T, ConfigError> {
+    let value: T = parse(key, raw, "a whole number greater than 0", "")?;
+    if value > T::default() {
+        Ok(value)
+    } else {
+        Err(invalid(key, raw, "a whole number greater than 0", ""))
+    }
+}
+
+/// Seconds as a decimal number, e.g. `25` or `0.3`; must be greater than zero.
+fn duration(key: &'static str, raw: &str) -> Result<Duration, ConfigError> {
+    const EXPECTED: &str = "a number of seconds greater than 0, e.g. 25 or 0.5";
+    let secs: f64 = parse(key, raw, EXPECTED, "")?;
+    if secs.is_finite() && secs > 0.0 && secs < 1.0e9 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(invalid(key, raw, EXPECTED, ""))
+    }
+}
+
+fn shutdown(drain_raw: &str, delay_raw: &str) -> Result<ShutdownSettings, ConfigError> {
+    const EXPECTED: &str = "a number of seconds from 0 to less than shutdown.drain_timeout_secs";
+    let drain_timeout = duration("shutdown.drain_timeout_secs", drain_raw)?;
+    let delay: f64 = parse("shutdown.delay_secs", delay_raw, EXPECTED, "")?;
+    if !(delay.is_finite() && delay >= 0.0 && delay < drain_timeout.as_secs_f64()) {
+        return Err(invalid("shutdown.delay_secs", delay_raw, EXPECTED, ""));
+    }
+    Ok(ShutdownSettings {
+        drain_timeout,
+        delay: Duration::from_secs_f64(delay),
+    })
+}
+
+fn non_empty(raw: &str) -> Option<String> {
+    let trimmed = raw.trim();
+    (!trimmed.is_empty()).then(|| trimmed.to_owned())
+}
+
+/// `$DYNO` (Heroku's `web.1`) wins, then the configured name, then a generated one.
+fn instance_id(raw: &str, env: &HashMap<String, String>) -> Result<String, ConfigError> {
+    let chosen = env
+        .get("DYNO")
+        .and_then(|d| non_empty(d))
+        .or_else(|| non_empty(raw))
+        .unwrap_or_else(generated_instance_id);
+    let valid = chosen.len() <= 64
+        && chosen
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+    if valid {
+        Ok(chosen)
+    } else {
+        Err(invalid(
+            "instance_id",
+            &chosen,
+            "at most 64 characters from A-Z a-z 0-9 . - _ :",
+            "",
+        ))
+    }
+}
+
+fn generated_instance_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded per process, which is all the uniqueness a label needs.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    format!("ecos-{:08x}", hasher.finish() as u32)
+}
+
+/// `log.level`, falling back to `RUST_LOG` when ecos's own key was left at its default.
+fn log_level(raw: &str, env: &HashMap<String, String>) -> Result<String, ConfigError> {
+    let explicit = env.contains_key("ECOS_LOG__LEVEL") || raw.trim() != "info";
+    let level = match env.get("RUST_LOG") {
+        Some(rust_log) if !explicit && !rust_log.trim().is_empty() => rust_log.trim().to_owned(),
+        _ => raw.trim().to_owned(),
+    };
+    tracing_subscriber::EnvFilter::try_new(&level)
+        .map(|_| level.clone())
+        .map_err(|_| {
+            invalid(
+                "log.level",
+                &level,
+                "a RUST_LOG-style filter such as `info` or `info,ecos=debug`",
+                "",
+            )
+        })
+}
+
+fn cors(raw: &str) -> Result<CorsPolicy, ConfigError> {
+    let origins: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_end_matches('/').to_owned())
+        .collect();
+    if origins.is_empty() {
+        return Ok(CorsPolicy::LocalhostOnly);
+    }
+    if origins.iter().any(|o| o == "*") {
+        return Ok(CorsPolicy::Any);
+    }
+    for origin in &origins {
+        let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
+            && origin
+                .split("://")
+                .nth(1)
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+            && axum::http::HeaderValue::from_str(origin).is_ok();
+        if !ok {
+            return Err(invalid(
+                "cors.allowed_origins",
+                origin,
+                "`*` or a comma-separated list of origins such as https://app.example.com",
+                "",
+            ));
+        }
+    }
+    Ok(CorsPolicy::List(origins))
+}
+
+fn redis_url(raw: &str) -> Result<Option<String>, ConfigError> {
+    let Some(url) = non_empty(raw) else {
+        return Ok(None);
+    };
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        Ok(Some(url))
+    } else {
+        Err(ConfigError::Invalid {
+            key: "redis.url",
+            value: mask(&url),
+            expected: "a URL starting with redis:// or rediss://",
+            origin: "",
+        })
+    }
+}
+
+/// Hides the password in a URL such as `rediss://user:secret@host:port`.
+pub fn mask(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "****".to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:****@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn mask_url<S: serde::Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(u) => s.serialize_str(&mask(u)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Prints the CORS policy as the `cors.allowed_origins` value that gives it.
+fn cors_origins<S: serde::Serializer>(policy: &CorsPolicy, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let origins = match policy {
+        CorsPolicy::LocalhostOnly => String::new(),
+        CorsPolicy::Any => "*".to_owned(),
+        CorsPolicy::List(list) => list.join(","),
+    };
+    let mut map = s.serialize_map(Some(1))?;
+    map.serialize_entry("allowed_origins", &origins)?;
+    map.end()
+}
+
+mod secs {
+    use std::time::Duration;
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}

@@ -1,0 +1,169 @@
+//! Prometheus metrics: one registry per running app, exposed at `/metrics`.
+//!
+//! Every series carries a constant `node` label with the instance id: behind a
+//! router `/metrics` reaches a random instance, and Prometheus reserves the
+//! `instance` label for the scrape target.
+
+use std::collections::HashMap;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// The events of the contract; anything else is counted as `other` so a client
+/// cannot create unbounded label values.
+pub const KNOWN_EVENTS: &[&str] = &["message", "join", "leave", "room:message", "latency"];
+
+/// Why the metrics could not be registered.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot register metric: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+/// All metrics ecos exports, registered in their own registry.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry rendered by `/metrics`.
+    registry: Registry,
+    /// Sockets connected to this instance right now.
+    pub connected_sockets: IntGauge,
+    /// Sockets that completed the namespace handshake.
+    pub connections_total: IntCounter,
+    /// Sockets that left, by reason (bounded set, see `realtime::reason_label`).
+    pub disconnections_total: IntCounterVec,
+    /// Client events received, by event name (known events plus `other`).
+    pub events_received_total: IntCounterVec,
+    /// Broadcasts sent by this instance, by event.
+    pub broadcasts_total: IntCounterVec,
+    /// Broadcasts that the adapter failed to send, by event.
+    pub broadcast_failures_total: IntCounterVec,
+    /// Handshakes refused because the instance is draining.
+    pub refused_connections_total: IntCounter,
+    /// HTTP requests, by route template, method and status.
+    pub http_requests_total: IntCounterVec,
+    /// HTTP request latency, by route template and method.
+    pub http_request_duration_seconds: HistogramVec,
+    /// Constant 1 with the version in a label.
+    pub build_info: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric, labelled with this instance's `node` id.
+    pub fn new(node: &str, version: &str) -> Result<Self, MetricsError> {
+        let labels = HashMap::from([("node".to_owned(), node.to_owned())]);
+        let registry = Registry::new_custom(Some("ecos".to_owned()), Some(labels))?;
+
+        let connected_sockets =
+            IntGauge::new("connected_sockets", "Sockets connected to this instance.")?;
+        let connections_total = IntCounter::new(
+            "connections_total",
+            "Sockets that connected to a namespace.",
+        )?;
+        let disconnections_total = IntCounterVec::new(
+            Opts::new(
+                "disconnections_total",
+                "Sockets that disconnected, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let events_received_total = IntCounterVec::new(
+            Opts::new(
+                "events_received_total",
+                "Client events received, by event (unknown events as `other`).",
+            ),
+            &["event"],
+        )?;
+        let broadcasts_total = IntCounterVec::new(
+            Opts::new("broadcasts_total", "Broadcasts sent, by event."),
+            &["event"],
+        )?;
+        let broadcast_failures_total = IntCounterVec::new(
+            Opts::new(
+                "broadcast_failures_total",
+                "Broadcasts the adapter failed to send, by event.",
+            ),
+            &["event"],
+        )?;
+        let refused_connections_total = IntCounter::new(
+            "refused_connections_total",
+            "New Engine.IO sessions refused because the instance is draining.",
+        )?;
+        let http_requests_total = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests, by route, method and status.",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let http_request_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency, by route and method.",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["route", "method"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("build_info", "Always 1; the labels carry the version."),
+            &["version"],
+        )?;
+        build_info.with_label_values(&[version]).set(1);
+
+        registry.register(Box::new(connected_sockets.clone()))?;
+        registry.register(Box::new(connections_total.clone()))?;
+        registry.register(Box::new(disconnections_total.clone()))?;
+        registry.register(Box::new(events_received_total.clone()))?;
+        registry.register(Box::new(broadcasts_total.clone()))?;
+        registry.register(Box::new(broadcast_failures_total.clone()))?;
+        registry.register(Box::new(refused_connections_total.clone()))?;
+        registry.register(Box::new(http_requests_total.clone()))?;
+        registry.register(Box::new(http_request_duration_seconds.clone()))?;
+        registry.register(Box::new(build_info.clone()))?;
+
+        // Pre-create the bounded label sets so dashboards see zeros, not gaps.
+        for event in KNOWN_EVENTS.iter().chain(["other"].iter()) {
+            events_received_total.with_label_values(&[event]);
+        }
+
+        Ok(Self {
+            registry,
+            connected_sockets,
+            connections_total,
+            disconnections_total,
+            events_received_total,
+            broadcasts_total,
+            broadcast_failures_total,
+            refused_connections_total,
+            http_requests_total,
+            http_request_duration_seconds,
+            build_info,
+        })
+    }
+
+    /// Counts one received client event under its bounded label.
+    pub fn event_received(&self, event: &str) {
+        let label = KNOWN_EVENTS
+            .iter()
+            .find(|known| **known == event)
+            .copied()
+            .unwrap_or("other");
+        self.events_received_total.with_label_values(&[label]).inc();
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> Result<String, MetricsError> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    /// Registers an extra collector (e.g. the cluster adapter's) in this registry.
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> Result<(), MetricsError> {
+        Ok(self.registry.register(collector)?)
+    }
+}
