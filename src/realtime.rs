@@ -1,0 +1,287 @@
+//! The Socket.IO event contract on namespace `/`.
+//!
+//! | client sends | server does |
+//! |---|---|
+//! | (connects) | emits `welcome` `{id, instance}` to that socket |
+//! | `message` (data, ack?) | emits `message` (data) to every other socket; acks `{ok: true}` |
+//! | `join` / `leave` (room, ack?) | joins / leaves; acks `{ok: true, room}` or `{ok: false, error}` |
+//! | `room:message` (room, data, ack?) | emits `room:message` (room, data) to the other sockets in the room |
+//! | `latency` (ack) | emits `latency` to that socket *with an ack*, times the answer, acks `{ok: true, rtt_ms}` |
+//! | anything else | ignored, logged at debug |
+//!
+//! Payloads are taken as [`rmpv::Value`], which keeps binary attachments as
+//! binary; `serde_json::Value` would turn them into arrays of numbers.
+//!
+//! Every handler is generic over the adapter, so the same code serves a single
+//! instance (in-memory adapter) and a cluster (Redis adapter).
+
+use std::{sync::Arc, time::Instant};
+
+use rmpv::Value;
+use serde::Serialize;
+use serde_json::json;
+use socketioxide::{
+    AckError,
+    adapter::Adapter,
+    extract::{AckSender, Event, SocketRef, State, TryData},
+    socket::DisconnectReason,
+};
+
+use crate::metrics::Metrics;
+
+/// Longest room name accepted, in characters.
+pub const MAX_ROOM_CHARS: usize = 128;
+
+/// What the handlers share: who this instance is and where to count things.
+#[derive(Clone)]
+pub struct Realtime {
+    /// Instance id sent in `welcome`.
+    pub instance_id: Arc<str>,
+    /// Metrics the handlers update.
+    pub metrics: Metrics,
+}
+
+/// Payload of the `welcome` event.
+#[derive(Debug, Serialize)]
+pub struct Welcome<'a> {
+    /// The socket's id, as the client sees it in `socket.id`.
+    pub id: &'a str,
+    /// The instance that holds this connection.
+    pub instance: &'a str,
+}
+
+/// Connect handler for namespace `/`: greets the socket and registers the contract's events.
+pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(rt): State<Realtime>) {
+    rt.metrics.connections_total.inc();
+    rt.metrics.connected_sockets.inc();
+    tracing::info!(sid = %socket.id, transport = ?socket.transport_type(), "socket connected");
+
+    let welcome = Welcome {
+        id: socket.id.as_str(),
+        instance: &rt.instance_id,
+    };
+    if let Err(error) = socket.emit("welcome", &welcome) {
+        tracing::debug!(sid = %socket.id, %error, "could not send welcome");
+    }
+
+    socket.on("message", on_message::<A>);
+    socket.on("join", on_join::<A>);
+    socket.on("leave", on_leave::<A>);
+    socket.on("room:message", on_room_message::<A>);
+    socket.on("latency", on_latency::<A>);
+    socket.on_fallback(on_unknown::<A>);
+    socket.on_disconnect(on_disconnect::<A>);
+}
+
+async fn on_message<A: Adapter>(
+    socket: SocketRef<A>,
+    TryData(data): TryData<Value>,
+    ack: AckSender<A>,
+    State(rt): State<Realtime>,
+) {
+    rt.metrics.event_received("message");
+    let data = match data {
+        Ok(data) => data,
+        Err(error) => {
+            tracing::debug!(sid = %socket.id, %error, "message without usable data");
+            return reply(ack, &socket, failure("`message` needs one data argument"));
+        }
+    };
+    let result = socket.broadcast().emit("message", &data).await;
+    count_broadcast(&rt, "message", result.as_ref().err());
+    reply(ack, &socket, json!({ "ok": true }));
+}
+
+async fn on_join<A: Adapter>(
+    socket: SocketRef<A>,
+    TryData(room): TryData<Value>,
+    ack: AckSender<A>,
+    State(rt): State<Realtime>,
+) {
+    rt.metrics.event_received("join");
+    match room.map_err(|_| ROOM_FORM).and_then(|r| room_name(&r)) {
+        Ok(room) => {
+            socket.join(room.clone());
+            tracing::debug!(sid = %socket.id, %room, "joined room");
+            reply(ack, &socket, json!({ "ok": true, "room": room }));
+        }
+        Err(error) => reply(ack, &socket, failure(error)),
+    }
+}
+
+async fn on_leave<A: Adapter>(
+    socket: SocketRef<A>,
+    TryData(room): TryData<Value>,
+    ack: AckSender<A>,
+    State(rt): State<Realtime>,
+) {
+    rt.metrics.event_received("leave");
+    match room.map_err(|_| ROOM_FORM).and_then(|r| room_name(&r)) {
+        Ok(room) => {
+            socket.leave(room.clone());
+            tracing::debug!(sid = %socket.id, %room, "left room");
+            reply(ack, &socket, json!({ "ok": true, "room": room }));
+        }
+        Err(error) => reply(ack, &socket, failure(error)),
+    }
+}
+
+async fn on_room_message<A: Adapter>(
+    socket: SocketRef<A>,
+    TryData(args): TryData<(Value, Value)>,
+    ack: AckSender<A>,
+    State(rt): State<Realtime>,
+) {
+    rt.metrics.event_received("room:message");
+    let (room, data) = match args {
+        Ok(args) => args,
+        Err(_) => {
+            return reply(
+                ack,
+                &socket,
+                failure("`room:message` needs two arguments: room and data"),
+            );
+        }
+    };
+    let room = match room_name(&room) {
+        Ok(room) => room,
+        Err(error) => return reply(ack, &socket, failure(error)),
+    };
+    let result = socket
+        .to(room.clone())
+        .emit("room:message", &(room.as_str(), &data))
+        .await;
+    count_broadcast(&rt, "room:message", result.as_ref().err());
+    reply(ack, &socket, json!({ "ok": true }));
+}
+
+/// Server-to-client acknowledgement: ask the client to ack, report the round trip.
+async fn on_latency<A: Adapter>(
+    socket: SocketRef<A>,
+    ack: AckSender<A>,
+    State(rt): State<Realtime>,
+) {
+    rt.metrics.event_received("latency");
+    let started = Instant::now();
+    let answer = match socket
+        .emit_with_ack::<_, Value>("latency", &json!({ "instance": &*rt.instance_id }))
+    {
+        // An ack that arrived but cannot be decoded (e.g. `callback()` with no
+        // arguments) still answers the question: the client is there.
+        Ok(pending) => match pending.await {
+            Ok(_) | Err(AckError::Decode(_)) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    let body = match answer {
+        Ok(_) => json!({ "ok": true, "rtt_ms": started.elapsed().as_secs_f64() * 1000.0 }),
+        Err(error) => {
+            tracing::debug!(sid = %socket.id, %error, "client did not ack `latency`");
+            json!({ "ok": false, "error": format!("the client did not acknowledge `latency`: {error}") })
+        }
+    };
+    reply(ack, &socket, body);
+}
+
+async fn on_unknown<A: Adapter>(
+    socket: SocketRef<A>,
+    Event(event): Event,
+    State(rt): State<Realtime>,
+) {
+    rt.metrics.event_received(&event);
+    // Truncate: the name is client input and may be huge.
+    let shown: String = event.chars().take(64).collect();
+    tracing::debug!(sid = %socket.id, event = %shown, "ignoring unknown event");
+}
+
+async fn on_disconnect<A: Adapter>(
+    socket: SocketRef<A>,
+    reason: DisconnectReason,
+    State(rt): State<Realtime>,
+) {
+    rt.metrics.connected_sockets.dec();
+    rt.metrics
+        .disconnections_total
+        .with_label_values(&[reason_label(reason)])
+        .inc();
+    tracing::info!(sid = %socket.id, reason = reason_label(reason), detail = %reason, "socket disconnected");
+}
+
+/// A stable, bounded metrics label for a disconnect reason.
+pub fn reason_label(reason: DisconnectReason) -> &'static str {
+    use DisconnectReason::*;
+    match reason {
+        TransportClose => "transport_close",
+        MultipleHttpPollingError => "multiple_http_polling",
+        PacketParsingError => "packet_parsing_error",
+        TransportError => "transport_error",
+        HeartbeatTimeout => "heartbeat_timeout",
+        ClientNSDisconnect => "client_disconnect",
+        ServerNSDisconnect => "server_disconnect",
+        ClosingServer => "server_shutdown",
+    }
+}
+
+const ROOM_FORM: &str = "room must be a string of 1 to 128 characters";
+
+/// Validates a room argument: a string of 1 to [`MAX_ROOM_CHARS`] characters.
+pub fn room_name(value: &Value) -> Result<String, &'static str> {
+    let Value::String(s) = value else {
+        return Err(ROOM_FORM);
+    };
+    let Some(s) = s.as_str() else {
+        return Err("room must be valid UTF-8");
+    };
+    match s.chars().count() {
+        0 => Err("room must not be empty"),
+        n if n > MAX_ROOM_CHARS => Err("room must be at most 128 characters"),
+        _ => Ok(s.to_owned()),
+    }
+}
+
+fn failure(error: &str) -> serde_json::Value {
+    json!({ "ok": false, "error": error })
+}
+
+/// Sends an ack if the client asked for one; a client that left meanwhile is not an error.
+fn reply<A: Adapter>(ack: AckSender<A>, socket: &SocketRef<A>, body: serde_json::Value) {
+    if let Err(error) = ack.send(&body) {
+        tracing::debug!(sid = %socket.id, %error, "could not send ack");
+    }
+}
+
+fn count_broadcast<E: std::fmt::Display>(rt: &Realtime, event: &'static str, error: Option<&E>) {
+    rt.metrics
+        .broadcasts_total
+        .with_label_values(&[event])
+        .inc();
+    if let Some(error) = error {
+        rt.metrics
+            .broadcast_failures_total
+            .with_label_values(&[event])
+            .inc();
+        tracing::warn!(event, %error, "broadcast failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_are_checked_for_type_and_length() {
+        assert_eq!(room_name(&Value::from("lobby")), Ok("lobby".to_owned()));
+        assert_eq!(
+            room_name(&Value::from("é".repeat(128))),
+            Ok("é".repeat(128))
+        );
+        assert_eq!(room_name(&Value::from("")), Err("room must not be empty"));
+        assert_eq!(
+            room_name(&Value::from("x".repeat(129))),
+            Err("room must be at most 128 characters")
+        );
+        assert_eq!(room_name(&Value::from(42)), Err(ROOM_FORM));
+        assert_eq!(room_name(&Value::Nil), Err(ROOM_FORM));
+    }
+}

@@ -1,0 +1,265 @@
+//! Building and running the application: bind, serve, drain.
+//!
+//! [`Application::build`] binds the listener (port 0 in tests) and wires the
+//! Socket.IO service, the handlers and the HTTP routes; [`Application::run_until_stopped`]
+//! serves until the `shutdown` future resolves, then drains within the
+//! configured time.
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use axum::Router;
+use socketioxide::{SocketIo, adapter::LocalAdapter};
+use tokio::net::TcpListener;
+
+use crate::{
+    config::Settings,
+    http::{self, AdapterHealth, HttpState, MemoryAdapterHealth},
+    metrics::{Metrics, MetricsError},
+    realtime::{self, Realtime},
+    shutdown::Lifecycle,
+};
+
+/// The crate version, reported in logs and `ecos_build_info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The path Socket.IO clients use by default.
+pub const ENGINE_PATH: &str = "/socket.io";
+
+/// Why the application could not be built or run.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The listener could not be bound (port in use, no permission).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address from the settings.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The metrics could not be registered.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// The configured local browser client could not be read.
+    #[error("cannot read `demo.client_script_path` {path}: {source}")]
+    ClientScript {
+        /// The configured path.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The HTTP server failed while serving.
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// The Socket.IO server handle, whatever adapter it runs on.
+enum Io {
+    /// Single instance, state in memory.
+    Memory(SocketIo<LocalAdapter>),
+}
+
+impl Io {
+    /// Closes every session; clients see a transport close and reconnect.
+    async fn close(&self) {
+        match self {
+            Io::Memory(io) => io.close().await,
+        }
+    }
+
+    /// Sockets connected to this instance.
+    fn local_socket_count(&self) -> usize {
+        match self {
+            Io::Memory(io) => io.sockets().len(),
+        }
+    }
+}
+
+/// A built application, bound and ready to run.
+pub struct Application {
+    /// The bound listener; binding happens in `build` so the port is known before running.
+    listener: TcpListener,
+    /// The full router: HTTP routes plus the Socket.IO layer.
+    router: Router,
+    /// Socket.IO handle used to close sessions on drain.
+    io: Io,
+    /// Shared readiness and drain state.
+    lifecycle: Arc<Lifecycle>,
+    /// The settings the app was built with.
+    settings: Settings,
+    /// Metrics, kept so tests and the drain can read them.
+    metrics: Metrics,
+    /// Name of the adapter in use, for the start-up line.
+    adapter: &'static str,
+}
+
+impl Application {
+    /// Binds the listener and wires every component from `settings`.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let addr = SocketAddr::new(settings.bind_address, settings.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+
+        let metrics = Metrics::new(&settings.instance_id, VERSION)?;
+        let lifecycle = Arc::new(Lifecycle::new());
+        let instance_id: Arc<str> = Arc::from(settings.instance_id.as_str());
+        let realtime = Realtime {
+            instance_id: instance_id.clone(),
+            metrics: metrics.clone(),
+        };
+
+        let client_script = match &settings.demo.client_script_path {
+            Some(path) => Some(Arc::<[u8]>::from(tokio::fs::read(path).await.map_err(
+                |source| StartupError::ClientScript {
+                    path: path.display().to_string(),
+                    source,
+                },
+            )?)),
+            None => None,
+        };
+
+        let (layer, io) = socketio_builder(&settings)
+            .with_state(realtime)
+            .build_layer();
+        io.ns("/", realtime::on_connect::<LocalAdapter>);
+        let adapter: Arc<dyn AdapterHealth> = Arc::new(MemoryAdapterHealth);
+
+        let state = HttpState {
+            lifecycle: lifecycle.clone(),
+            metrics: metrics.clone(),
+            adapter: adapter.clone(),
+            page: http::render_page(client_script.is_some()).into(),
+            client_script,
+            engine_path: ENGINE_PATH,
+            instance_id,
+        };
+        let router = http::router(layer, state, &settings.cors);
+
+        Ok(Self {
+            listener,
+            router,
+            io: Io::Memory(io),
+            lifecycle,
+            settings,
+            metrics,
+            adapter: adapter.name(),
+        })
+    }
+
+    /// The address actually bound (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound TcpListener always has a local address; fall back to the
+        // configured one rather than panic on an exotic platform.
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::new(self.settings.bind_address, self.settings.port))
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// The shared lifecycle, so callers can watch readiness and drains.
+    pub fn lifecycle(&self) -> Arc<Lifecycle> {
+        self.lifecycle.clone()
+    }
+
+    /// The app's metrics.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains: `/readyz` turns 503, new
+    /// sessions are refused, every session is closed so clients reconnect
+    /// elsewhere, in-flight requests finish, all within the drain timeout.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let addr = self.local_addr();
+        let Application {
+            listener,
+            router,
+            io,
+            lifecycle,
+            settings,
+            adapter,
+            ..
+        } = self;
+
+        let stop_accepting = Arc::new(tokio::sync::Notify::new());
+        let server = {
+            let stop_accepting = stop_accepting.clone();
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop_accepting.notified().await })
+                .into_future()
+        };
+        let mut server = tokio::spawn(server);
+
+        lifecycle.set_serving();
+        tracing::info!(
+            addr = %addr,
+            version = VERSION,
+            instance = %settings.instance_id,
+            adapter,
+            "ecos started"
+        );
+
+        tokio::select! {
+            _ = shutdown => {}
+            _ = lifecycle.drain_started() => {}
+            result = &mut server => {
+                // The server only ends by itself on an I/O error.
+                return match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(StartupError::Serve(e)),
+                    Err(e) => Err(StartupError::Serve(std::io::Error::other(e))),
+                };
+            }
+        }
+
+        lifecycle.start_drain();
+        let timeout = settings.shutdown.drain_timeout;
+        tracing::info!(
+            sockets = io.local_socket_count(),
+            timeout_secs = timeout.as_secs_f64(),
+            "draining"
+        );
+        let drain = async {
+            // Keep serving existing sessions while the load balancer notices /readyz.
+            tokio::time::sleep(settings.shutdown.delay).await;
+            io.close().await;
+            stop_accepting.notify_one();
+            let _ = (&mut server).await;
+        };
+        match tokio::time::timeout(timeout, drain).await {
+            Ok(()) => tracing::info!("drained; exiting"),
+            Err(_) => {
+                tracing::warn!(
+                    sockets = io.local_socket_count(),
+                    "drain timeout reached; exiting with sessions still open"
+                );
+                server.abort();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A Socket.IO builder carrying the protocol settings and limits.
+fn socketio_builder(settings: &Settings) -> socketioxide::SocketIoBuilder {
+    let s = &settings.socketio;
+    let limits = &settings.limits;
+    SocketIo::builder()
+        .req_path(ENGINE_PATH)
+        .ping_interval(s.ping_interval)
+        .ping_timeout(s.ping_timeout)
+        .connect_timeout(s.connect_timeout)
+        .ack_timeout(s.ack_timeout)
+        .max_buffer_size(s.max_buffer_packets)
+        .max_payload(limits.max_http_payload_bytes)
+        .ws_max_message_size(limits.max_ws_message_bytes)
+        // A single frame can never be larger than a whole message.
+        .ws_max_frame_size(limits.max_ws_message_bytes)
+}
