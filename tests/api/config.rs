@@ -1,0 +1,321 @@
+//! Configuration layering and errors: in-process for the layering, through the
+//! real binary for what an operator sees (exit code and message).
+
+use std::{collections::HashMap, io::Write, process::Command, time::Duration};
+
+use ecos::config::{ConfigError, CorsPolicy, LogFormat, Settings, Sources};
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    Settings::load(&Sources {
+        file: None,
+        env: env(pairs),
+    })
+}
+
+fn toml_file(text: &str) -> tempfile_path::TempPath {
+    tempfile_path::TempPath::with(text)
+}
+
+/// A tiny self-deleting temp file (no extra crate for one helper).
+mod tempfile_path {
+    use std::path::PathBuf;
+    pub struct TempPath(pub PathBuf);
+    impl TempPath {
+        pub fn with(text: &str) -> Self {
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path =
+                std::env::temp_dir().join(format!("ecos-test-{}-{n}.toml", std::process::id()));
+            let mut file = std::fs::File::create(&path).expect("create temp file");
+            super::Write::write_all(&mut file, text.as_bytes()).expect("write temp file");
+            Self(path)
+        }
+    }
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+#[test]
+fn defaults_are_valid_and_production_minded() {
+    let s = load(&[]).expect("defaults load");
+    assert_eq!(s.port, 3000);
+    assert_eq!(s.bind_address.to_string(), "0.0.0.0");
+    assert_eq!(s.log.format, LogFormat::Text);
+    assert_eq!(s.cors, CorsPolicy::LocalhostOnly);
+    assert_eq!(s.socketio.ping_interval, Duration::from_secs(25));
+    assert_eq!(s.socketio.ping_timeout, Duration::from_secs(20));
+    assert_eq!(s.limits.max_ws_message_bytes, 1_000_000);
+    assert_eq!(s.limits.max_http_payload_bytes, 1_000_000);
+    assert_eq!(s.shutdown.drain_timeout, Duration::from_secs(25));
+    assert!(s.instance_id.starts_with("ecos-"), "{}", s.instance_id);
+    assert!(s.redis.url.is_none());
+}
+
+#[test]
+fn file_then_ecos_env_then_platform_port_each_override_the_last() {
+    let file = toml_file(
+        "port = 4000\n[log]\nformat = \"json\"\nlevel = \"debug\"\n[socketio]\nping_interval_secs = 10\n",
+    );
+    let from_file = Settings::load(&Sources {
+        file: Some(file.0.clone()),
+        env: env(&[]),
+    })
+    .expect("file");
+    assert_eq!(from_file.port, 4000);
+    assert_eq!(from_file.log.format, LogFormat::Json);
+    assert_eq!(from_file.log.level, "debug");
+    assert_eq!(from_file.socketio.ping_interval, Duration::from_secs(10));
+
+    let with_env = Settings::load(&Sources {
+        file: Some(file.0.clone()),
+        env: env(&[
+            ("ECOS_PORT", "5000"),
+            ("ECOS_SOCKETIO__PING_INTERVAL_SECS", "0.3"),
+        ]),
+    })
+    .expect("env");
+    assert_eq!(with_env.port, 5000);
+    assert_eq!(with_env.socketio.ping_interval, Duration::from_millis(300));
+    assert_eq!(
+        with_env.log.format,
+        LogFormat::Json,
+        "untouched keys keep the file's value"
+    );
+
+    let with_port = Settings::load(&Sources {
+        file: Some(file.0.clone()),
+        env: env(&[("ECOS_PORT", "5000"), ("PORT", "6000")]),
+    })
+    .expect("PORT");
+    assert_eq!(with_port.port, 6000);
+}
+
+#[test]
+fn dyno_wins_over_the_configured_instance_id() {
+    assert_eq!(
+        load(&[("ECOS_INSTANCE_ID", "mine")])
+            .expect("ok")
+            .instance_id,
+        "mine"
+    );
+    let s = load(&[("ECOS_INSTANCE_ID", "mine"), ("DYNO", "web.3")]).expect("ok");
+    assert_eq!(s.instance_id, "web.3");
+}
+
+#[test]
+fn cors_origins_parse_into_a_policy() {
+    let list = load(&[(
+        "ECOS_CORS__ALLOWED_ORIGINS",
+        "https://a.example.com, https://b.example.com/",
+    )])
+    .expect("ok");
+    assert_eq!(
+        list.cors,
+        CorsPolicy::List(vec![
+            "https://a.example.com".into(),
+            "https://b.example.com".into()
+        ])
+    );
+    assert_eq!(
+        load(&[("ECOS_CORS__ALLOWED_ORIGINS", "*")])
+            .expect("ok")
+            .cors,
+        CorsPolicy::Any
+    );
+}
+
+#[test]
+fn rust_log_is_used_unless_ecos_sets_a_level() {
+    assert_eq!(
+        load(&[("RUST_LOG", "warn,ecos=debug")])
+            .expect("ok")
+            .log
+            .level,
+        "warn,ecos=debug"
+    );
+    let s = load(&[("RUST_LOG", "warn"), ("ECOS_LOG__LEVEL", "info")]).expect("ok");
+    assert_eq!(s.log.level, "info");
+}
+
+#[test]
+fn every_bad_value_names_the_key_the_value_and_the_expected_form() {
+    // (environment, key named in the message, expected form named in the message)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: &[Case] = &[
+        (
+            &[("PORT", "abc")],
+            "`port` (from PORT)",
+            "integer from 0 to 65535",
+        ),
+        (
+            &[("ECOS_PORT", "70000")],
+            "`port`",
+            "integer from 0 to 65535",
+        ),
+        (
+            &[("ECOS_BIND_ADDRESS", "localhost:3")],
+            "`bind_address`",
+            "IP address",
+        ),
+        (
+            &[("ECOS_LOG__FORMAT", "xml")],
+            "`log.format`",
+            "`text` or `json`",
+        ),
+        (
+            &[("ECOS_LOG__LEVEL", "info,[[")],
+            "`log.level`",
+            "RUST_LOG-style filter",
+        ),
+        (
+            &[("ECOS_SOCKETIO__PING_TIMEOUT_SECS", "-1")],
+            "`socketio.ping_timeout_secs`",
+            "seconds greater than 0",
+        ),
+        (
+            &[("ECOS_SOCKETIO__PING_INTERVAL_SECS", "soon")],
+            "`socketio.ping_interval_secs`",
+            "seconds",
+        ),
+        (
+            &[("ECOS_SHUTDOWN__DRAIN_TIMEOUT_SECS", "0")],
+            "`shutdown.drain_timeout_secs`",
+            "greater than 0",
+        ),
+        (
+            &[("ECOS_SHUTDOWN__DELAY_SECS", "30")],
+            "`shutdown.delay_secs`",
+            "less than shutdown.drain_timeout_secs",
+        ),
+        (
+            &[("ECOS_LIMITS__MAX_WS_MESSAGE_BYTES", "0")],
+            "`limits.max_ws_message_bytes`",
+            "greater than 0",
+        ),
+        (
+            &[("ECOS_LIMITS__MAX_HTTP_PAYLOAD_BYTES", "1MB")],
+            "`limits.max_http_payload_bytes`",
+            "whole number",
+        ),
+        (
+            &[("ECOS_SOCKETIO__MAX_BUFFER_PACKETS", "-5")],
+            "`socketio.max_buffer_packets`",
+            "whole number",
+        ),
+        (
+            &[("ECOS_CORS__ALLOWED_ORIGINS", "example.com")],
+            "`cors.allowed_origins`",
+            "origins such as",
+        ),
+        (
+            &[("ECOS_INSTANCE_ID", "has space")],
+            "`instance_id`",
+            "at most 64 characters",
+        ),
+        (
+            &[("REDIS_URL", "http://u:hunter2@h")],
+            "`redis.url`",
+            "redis:// or rediss://",
+        ),
+    ];
+    for (pairs, key, expected) in cases {
+        let message = load(pairs).expect_err("must be rejected").to_string();
+        assert!(message.contains(key), "{pairs:?}: {message}");
+        assert!(message.contains(expected), "{pairs:?}: {message}");
+        assert!(
+            !message.contains("hunter2"),
+            "secrets never appear in errors: {message}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_or_broken_file_is_reported_with_its_path() {
+    let missing = Settings::load(&Sources {
+        file: Some("/nonexistent/ecos.toml".into()),
+        env: env(&[]),
+    });
+    let message = missing.expect_err("missing file").to_string();
+    assert!(message.contains("/nonexistent/ecos.toml"), "{message}");
+
+    let broken = toml_file("port = = 3\n");
+    let message = Settings::load(&Sources {
+        file: Some(broken.0.clone()),
+        env: env(&[]),
+    })
+    .expect_err("broken file")
+    .to_string();
+    assert!(
+        message.contains(&broken.0.display().to_string()),
+        "{message}"
+    );
+}
+
+#[test]
+fn print_config_masks_the_redis_password() {
+    let s = load(&[("REDIS_URL", "rediss://user:hunter2@redis.example.com:6380")]).expect("ok");
+    let shown = s.to_display_string();
+    assert!(
+        shown.contains("redis.url = \"rediss://user:****@redis.example.com:6380\""),
+        "{shown}"
+    );
+    assert!(!shown.contains("hunter2"));
+    // Printed keys are the keys a file accepts.
+    assert!(
+        shown.contains("socketio.ping_interval_secs = 25"),
+        "{shown}"
+    );
+}
+
+fn ecos_binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ecos"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
+#[test]
+fn the_binary_refuses_bad_config_with_exit_2_and_one_clear_line() {
+    let output = ecos_binary().env("PORT", "abc").output().expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "ecos: invalid value for `port` (from PORT): \"abc\"; expected an integer from 0 to 65535"
+    );
+}
+
+#[test]
+fn the_binary_prints_help_and_the_effective_config() {
+    let help = ecos_binary().arg("--help").output().expect("runs");
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for option in ["--config", "--print-config", "ECOS_", "PORT"] {
+        assert!(text.contains(option), "help mentions {option}: {text}");
+    }
+
+    let file = toml_file("[log]\nformat = \"json\"\n");
+    let printed = ecos_binary()
+        .arg("--print-config")
+        .arg("--config")
+        .arg(&file.0)
+        .env("ECOS_PORT", "4321")
+        .output()
+        .expect("runs");
+    assert!(printed.status.success());
+    let text = String::from_utf8_lossy(&printed.stdout);
+    assert!(text.contains("port = 4321"), "{text}");
+    assert!(text.contains("log.format = \"json\""), "{text}");
+}

@@ -1,0 +1,143 @@
+//! `spawn_app` and the `TestApp` handle every test starts from.
+
+use std::{net::SocketAddr, time::Duration};
+
+use ecos::{Application, Settings, startup::StartupError};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+use crate::client::{SioClient, Transport};
+
+/// A running app and what a test needs to talk to it.
+pub struct TestApp {
+    /// Loopback address with the real port.
+    pub addr: SocketAddr,
+    /// Plain HTTP client for the platform routes.
+    pub http: reqwest::Client,
+    /// Fires the shutdown future passed to `run_until_stopped`.
+    stop: Option<oneshot::Sender<()>>,
+    /// The task running the server.
+    task: Option<JoinHandle<Result<(), StartupError>>>,
+}
+
+/// Starts the app with test defaults (loopback, port 0, instance `test`).
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the app after `tweak` has adjusted the test defaults.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    ecos::telemetry::init_for_tests();
+    let mut settings = Settings::for_tests("test");
+    tweak(&mut settings);
+    let app = Application::build(settings).await.expect("app builds");
+    let addr = SocketAddr::from(([127, 0, 0, 1], app.port()));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client");
+    TestApp {
+        addr,
+        http,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// GET `path`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET succeeds")
+    }
+
+    /// GET `path` and return status and body text.
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let response = self.get(path).await;
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+
+    /// The value of one metric series, e.g. `ecos_connected_sockets` or
+    /// `ecos_disconnections_total{reason="transport_close"`; 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, text) = self.get_text("/metrics").await;
+        metric_value(&text, series)
+    }
+
+    /// Polls `series` until it equals `want` (metrics move asynchronously after a disconnect).
+    pub async fn wait_metric(&self, series: &str, want: f64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = self.metric(series).await;
+            if got == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{series} is {got}, expected {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// A connected Socket.IO client on namespace `/`, with its `welcome` consumed.
+    pub async fn client(&self, transport: Transport) -> SioClient {
+        let mut client = SioClient::connect(self.addr, transport)
+            .await
+            .expect("client connects");
+        client.expect_event("welcome").await;
+        client
+    }
+
+    /// Fires the shutdown signal.
+    pub fn signal_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for the server future to complete; returns its result, or None if it did not within `within`.
+    pub async fn stopped(&mut self, within: Duration) -> Option<Result<(), StartupError>> {
+        let task = self.task.as_mut()?;
+        match tokio::time::timeout(within, task).await {
+            Ok(joined) => {
+                self.task = None;
+                Some(joined.expect("server task did not panic"))
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Finds `series` (name plus optional leading labels) in Prometheus text and parses its value.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(['{', ' ', ',']))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Both transports, for tests that must hold on each.
+pub const TRANSPORTS: [Transport; 2] = [Transport::WebSocket, Transport::Polling];

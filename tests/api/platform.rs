@@ -1,0 +1,315 @@
+//! The platform surface: health, readiness, metrics, the demo page, CORS.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::{
+    client::Transport,
+    helpers::{TRANSPORTS, spawn_app, spawn_app_with},
+};
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_200_when_serving() {
+    let app = spawn_app_with(|s| s.instance_id = "web.1".into()).await;
+    let (status, _) = app.get_text("/healthz").await;
+    assert_eq!(status, 200);
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        body,
+        json!({ "status": "ready", "instance": "web.1", "adapter": "memory" })
+    );
+}
+
+#[tokio::test]
+async fn socket_metrics_follow_connections_and_disconnections() {
+    let app = spawn_app().await;
+    assert_eq!(app.metric("ecos_connected_sockets").await, 0.0);
+
+    let a = app.client(Transport::WebSocket).await;
+    let b = app.client(Transport::Polling).await;
+    app.wait_metric("ecos_connected_sockets", 2.0).await;
+    assert_eq!(app.metric("ecos_connections_total").await, 2.0);
+
+    a.disconnect().await.expect("disconnect");
+    app.wait_metric("ecos_connected_sockets", 1.0).await;
+    assert_eq!(
+        app.metric("ecos_disconnections_total{reason=\"client_disconnect\"")
+            .await,
+        1.0
+    );
+
+    drop(b); // the polling client just goes away; the heartbeat or transport notices
+    assert_eq!(app.metric("ecos_connections_total").await, 2.0);
+}
+
+#[tokio::test]
+async fn event_and_broadcast_counters_move_with_traffic() {
+    let app = spawn_app().await;
+    let mut client = app.client(Transport::WebSocket).await;
+    client
+        .emit_with_ack("message", vec![json!(1)])
+        .await
+        .expect("ack");
+    client
+        .emit_with_ack("join", vec![json!("r")])
+        .await
+        .expect("ack");
+    client
+        .emit_with_ack("room:message", vec![json!("r"), json!(2)])
+        .await
+        .expect("ack");
+    assert_eq!(
+        app.metric("ecos_events_received_total{event=\"message\"")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        app.metric("ecos_events_received_total{event=\"join\"")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        app.metric("ecos_events_received_total{event=\"room:message\"")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        app.metric("ecos_broadcasts_total{event=\"message\"").await,
+        1.0
+    );
+    assert_eq!(
+        app.metric("ecos_broadcasts_total{event=\"room:message\"")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn metrics_carry_the_node_label_build_info_and_http_series() {
+    let app = spawn_app_with(|s| s.instance_id = "web.2".into()).await;
+    app.get("/healthz").await;
+    app.get("/no-such-page").await;
+    let (status, text) = app.get_text("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains(&format!(
+            "ecos_build_info{{version=\"{}\",node=\"web.2\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("ecos_connected_sockets{node=\"web.2\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ecos_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\",node=\"web.2\"} 1"),
+        "{text}"
+    );
+    // Unknown paths share one label so they cannot grow the series count.
+    assert!(
+        text.contains("route=\"unmatched\",status=\"404\""),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "ecos_http_request_duration_seconds_bucket{method=\"GET\",route=\"/healthz\""
+        ),
+        "{text}"
+    );
+    for line in text.lines().filter(|l| l.starts_with("ecos_")) {
+        assert!(
+            line.contains("node=\"web.2\""),
+            "every series is labelled with the node: {line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn polling_requests_are_counted_under_the_engine_path() {
+    let app = spawn_app().await;
+    let _client = app.client(Transport::Polling).await;
+    let requests = app
+        .metric("ecos_http_requests_total{method=\"GET\",route=\"/socket.io\",status=\"200\"")
+        .await;
+    assert!(requests >= 1.0, "got {requests}");
+}
+
+#[tokio::test]
+async fn demo_page_loads_the_pinned_cdn_client_by_default() {
+    let app = spawn_app().await;
+    let response = app.get("/").await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/html")
+    );
+    let page = response.text().await.expect("page");
+    assert!(page.contains("https://cdn.socket.io/"), "CDN script tag");
+    assert!(page.contains("integrity=\"sha384-"), "SRI hash");
+    assert!(!page.contains("ECOS_CLIENT_SCRIPT"), "placeholder replaced");
+    for id in [
+        "id=\"status\"",
+        "id=\"messages\"",
+        "id=\"input\"",
+        "id=\"send\"",
+    ] {
+        assert!(page.contains(id), "page has {id}");
+    }
+    // Without a local copy configured, the script path is not served.
+    let (status, _) = app.get_text("/socket.io/socket.io.min.js").await;
+    assert_ne!(status, 200);
+}
+
+#[tokio::test]
+async fn demo_page_uses_a_local_client_copy_when_configured() {
+    let path = std::env::temp_dir().join(format!("ecos-client-{}.js", std::process::id()));
+    std::fs::write(&path, "/* stand-in client */ window.io = function () {};").expect("write");
+    let configured = path.clone();
+    let app = spawn_app_with(move |s| s.demo.client_script_path = Some(configured)).await;
+
+    let page = app.get_text("/").await.1;
+    assert!(
+        page.contains("src=\"/socket.io/socket.io.min.js\""),
+        "local script tag"
+    );
+    assert!(!page.contains("cdn.socket.io"));
+    let response = app.get("/socket.io/socket.io.min.js").await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .contains("javascript")
+    );
+    assert_eq!(
+        response.text().await.expect("body"),
+        "/* stand-in client */ window.io = function () {};"
+    );
+
+    // Socket.IO still works beside the served file.
+    let _client = app.client(Transport::Polling).await;
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test]
+async fn a_missing_local_client_copy_stops_start_up_with_the_setting_name() {
+    let mut settings = ecos::Settings::for_tests("test");
+    settings.demo.client_script_path = Some("/nonexistent/socket.io.min.js".into());
+    let error = ecos::Application::build(settings)
+        .await
+        .err()
+        .expect("build fails")
+        .to_string();
+    assert!(error.contains("demo.client_script_path"), "{error}");
+    assert!(error.contains("/nonexistent/socket.io.min.js"), "{error}");
+}
+
+#[tokio::test]
+async fn cors_allows_localhost_by_default_and_configured_origins_only() {
+    let app = spawn_app().await;
+    let handshake = "/socket.io/?EIO=4&transport=polling";
+    let allowed = app
+        .http
+        .get(app.url(handshake))
+        .header("origin", "http://localhost:5173")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "http://localhost:5173"
+    );
+    assert_eq!(
+        allowed.headers()["access-control-allow-credentials"],
+        "true"
+    );
+    let foreign = app
+        .http
+        .get(app.url(handshake))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .expect("get");
+    assert!(
+        foreign
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+
+    let app = spawn_app_with(|s| {
+        s.cors = ecos::config::CorsPolicy::List(vec!["https://app.example.com".into()])
+    })
+    .await;
+    let preflight = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url(handshake))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(preflight.status().is_success());
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let local = app
+        .http
+        .get(app.url(handshake))
+        .header("origin", "http://localhost:3000")
+        .send()
+        .await
+        .expect("get");
+    assert!(
+        local.headers().get("access-control-allow-origin").is_none(),
+        "a list replaces the localhost default"
+    );
+}
+
+#[tokio::test]
+async fn handshake_advertises_the_configured_heartbeat_and_payload_limit() {
+    let app = spawn_app_with(|s| {
+        s.socketio.ping_interval = Duration::from_millis(1500);
+        s.socketio.ping_timeout = Duration::from_millis(1000);
+        s.limits.max_http_payload_bytes = 4096;
+    })
+    .await;
+    for transport in TRANSPORTS {
+        let client = crate::client::SioClient::connect(app.addr, transport)
+            .await
+            .expect("connects");
+        let open = client.handshake();
+        assert_eq!(open["pingInterval"], json!(1500), "{transport:?}");
+        assert_eq!(open["pingTimeout"], json!(1000), "{transport:?}");
+        assert_eq!(open["maxPayload"], json!(4096), "{transport:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_heartbeat_keeps_an_idle_client_connected() {
+    let app = spawn_app_with(|s| {
+        s.socketio.ping_interval = Duration::from_millis(200);
+        s.socketio.ping_timeout = Duration::from_millis(300);
+    })
+    .await;
+    for transport in TRANSPORTS {
+        let mut client = app.client(transport).await;
+        // Several ping intervals pass; the client answers pings automatically.
+        assert!(
+            !client.wait_closed(Duration::from_millis(1200)).await,
+            "{transport:?}"
+        );
+        let ack = client
+            .emit_with_ack("join", vec![json!("r")])
+            .await
+            .expect("ack");
+        assert_eq!(ack[0]["ok"], json!(true), "{transport:?}");
+    }
+}
