@@ -150,6 +150,24 @@ pub struct RedisSettings {
     /// Connection URL (`redis://` or `rediss://`); masked when printed.
     #[serde(serialize_with = "mask_url")]
     pub url: Option<String>,
+    /// Accept a TLS certificate that cannot be verified (Heroku Key-Value
+    /// Store's `rediss://` uses a self-signed one). Off by default.
+    pub tls_insecure: bool,
+    /// Prefix of every channel and key, so several apps can share one Redis.
+    pub prefix: String,
+    /// Longest wait for a TCP + TLS + AUTH connection to Redis.
+    #[serde(with = "secs", rename = "connect_timeout_secs")]
+    pub connect_timeout: Duration,
+    /// Longest wait for one Redis command (publish, subscribe, health ping).
+    #[serde(with = "secs", rename = "command_timeout_secs")]
+    pub command_timeout: Duration,
+    /// Longest wait for the other instances to answer a cluster request
+    /// (fetching sockets, aggregating acks).
+    #[serde(with = "secs", rename = "request_timeout_secs")]
+    pub request_timeout: Duration,
+    /// How often each instance publishes its socket count for the cluster total.
+    #[serde(with = "secs", rename = "stats_interval_secs")]
+    pub stats_interval: Duration,
 }
 
 /// Where settings come from: an optional file and an environment.
@@ -192,6 +210,12 @@ const KEYS: &[(&str, &str)] = &[
     ("shutdown.delay_secs", "0"),
     ("demo.client_script_path", ""),
     ("redis.url", ""),
+    ("redis.tls_insecure", "false"),
+    ("redis.prefix", ""),
+    ("redis.connect_timeout_secs", "5"),
+    ("redis.command_timeout_secs", "2"),
+    ("redis.request_timeout_secs", "5"),
+    ("redis.stats_interval_secs", "5"),
 ];
 
 impl Settings {
@@ -274,6 +298,24 @@ impl Settings {
             },
             redis: RedisSettings {
                 url: redis_url(&get("redis.url"))?,
+                tls_insecure: boolean("redis.tls_insecure", &get("redis.tls_insecure"))?,
+                prefix: redis_prefix(&get("redis.prefix"), env)?,
+                connect_timeout: duration(
+                    "redis.connect_timeout_secs",
+                    &get("redis.connect_timeout_secs"),
+                )?,
+                command_timeout: duration(
+                    "redis.command_timeout_secs",
+                    &get("redis.command_timeout_secs"),
+                )?,
+                request_timeout: duration(
+                    "redis.request_timeout_secs",
+                    &get("redis.request_timeout_secs"),
+                )?,
+                stats_interval: duration(
+                    "redis.stats_interval_secs",
+                    &get("redis.stats_interval_secs"),
+                )?,
             },
         };
         Ok(settings)
@@ -528,18 +570,58 @@ fn cors(raw: &str) -> Result<CorsPolicy, ConfigError> {
 }
 
 fn redis_url(raw: &str) -> Result<Option<String>, ConfigError> {
+    use redis::IntoConnectionInfo;
     let Some(url) = non_empty(raw) else {
         return Ok(None);
     };
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
+    let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
+    // Parse with the client's own parser so a URL that passes here also connects.
+    if scheme_ok && url.as_str().into_connection_info().is_ok() {
         Ok(Some(url))
     } else {
         Err(ConfigError::Invalid {
             key: "redis.url",
             value: mask(&url),
-            expected: "a URL starting with redis:// or rediss://",
+            expected: "a URL such as redis://host:6379 or rediss://user:password@host:port/0",
             origin: "",
         })
+    }
+}
+
+fn boolean(key: &'static str, raw: &str) -> Result<bool, ConfigError> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(invalid(key, raw, "`true` or `false`", "")),
+    }
+}
+
+/// The configured prefix, else `ecos-<app name>` from the platform, else `ecos`.
+fn redis_prefix(raw: &str, env: &HashMap<String, String>) -> Result<String, ConfigError> {
+    const PLATFORM_APP_NAMES: &[&str] = &[
+        "HEROKU_APP_NAME",
+        "FLY_APP_NAME",
+        "RENDER_SERVICE_NAME",
+        "RAILWAY_SERVICE_NAME",
+    ];
+    let prefix = non_empty(raw).unwrap_or_else(|| {
+        PLATFORM_APP_NAMES
+            .iter()
+            .find_map(|var| env.get(*var).and_then(|v| non_empty(v)))
+            .map(|app| format!("ecos-{app}"))
+            .unwrap_or_else(|| "ecos".to_owned())
+    });
+    // The adapter separates channel parts with `#`.
+    let valid = prefix.len() <= 64 && prefix.chars().all(|c| c.is_ascii_graphic() && c != '#');
+    if valid {
+        Ok(prefix)
+    } else {
+        Err(invalid(
+            "redis.prefix",
+            &prefix,
+            "at most 64 visible ASCII characters, without `#` or spaces",
+            "",
+        ))
     }
 }
 

@@ -62,6 +62,10 @@ pub trait AdapterHealth: Send + Sync {
     fn name(&self) -> &'static str;
     /// `Ok` when the adapter can deliver to the whole cluster, else the reason it cannot.
     fn ready(&self) -> Result<(), String>;
+    /// Cluster-wide totals, when the adapter keeps them.
+    fn cluster(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// The in-memory adapter is ready as soon as the process is.
@@ -138,18 +142,22 @@ async fn readyz(State(state): State<HttpState>) -> Response {
             .err()
             .map(|reason| ("degraded", reason))
     };
-    match not_ready {
-        None => (
-            StatusCode::OK,
-            Json(json!({ "status": "ready", "instance": &*state.instance_id, "adapter": adapter })),
-        )
-            .into_response(),
-        Some((status, reason)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": status, "reason": reason, "instance": &*state.instance_id, "adapter": adapter })),
-        )
-            .into_response(),
+    let mut body = json!({ "instance": &*state.instance_id, "adapter": adapter });
+    if let Some(cluster) = state.adapter.cluster() {
+        body["cluster"] = cluster;
     }
+    let code = match not_ready {
+        None => {
+            body["status"] = json!("ready");
+            StatusCode::OK
+        }
+        Some((status, reason)) => {
+            body["status"] = json!(status);
+            body["reason"] = json!(reason);
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    };
+    (code, Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {

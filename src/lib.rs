@@ -12,6 +12,7 @@
 //! - [`startup`]: [`startup::Application`]: bind, wire, serve, drain.
 //! - [`realtime`]: the Socket.IO event contract (handlers, generic over the adapter).
 //! - [`http`]: the demo page, `/healthz`, `/readyz`, `/metrics`, and HTTP middleware.
+//! - [`cluster`]: the Redis adapter and its self-healing driver, used when `REDIS_URL` is set.
 //! - [`metrics`]: the Prometheus registry and every metric.
 //! - [`shutdown`]: OS signals and the drain state.
 //! - [`cli`]: command-line options.
@@ -21,6 +22,7 @@
 //! in-process on port 0.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod metrics;

@@ -8,10 +8,11 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use axum::Router;
-use socketioxide::{SocketIo, adapter::LocalAdapter};
+use socketioxide::{SocketIo, adapter::LocalAdapter, layer::SocketIoLayer};
 use tokio::net::TcpListener;
 
 use crate::{
+    cluster::{Cluster, ClusterAdapter, ClusterError},
     config::Settings,
     http::{self, AdapterHealth, HttpState, MemoryAdapterHealth},
     metrics::{Metrics, MetricsError},
@@ -47,6 +48,9 @@ pub enum StartupError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The cluster adapter could not be set up.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// The HTTP server failed while serving.
     #[error("server error: {0}")]
     Serve(std::io::Error),
@@ -56,20 +60,28 @@ pub enum StartupError {
 enum Io {
     /// Single instance, state in memory.
     Memory(SocketIo<LocalAdapter>),
+    /// One of several instances sharing a Redis.
+    Redis(SocketIo<ClusterAdapter>, Cluster),
 }
 
 impl Io {
-    /// Closes every session; clients see a transport close and reconnect.
+    /// Closes every session (clients see a transport close and reconnect),
+    /// then leaves the cluster.
     async fn close(&self) {
         match self {
             Io::Memory(io) => io.close().await,
+            Io::Redis(io, cluster) => {
+                io.close().await;
+                cluster.stop().await;
+            }
         }
     }
 
     /// Sockets connected to this instance.
     fn local_socket_count(&self) -> usize {
         match self {
-            Io::Memory(io) => io.sockets().len(),
+            Io::Memory(io) => io.local().sockets().len(),
+            Io::Redis(io, _) => io.local().sockets().len(),
         }
     }
 }
@@ -106,6 +118,7 @@ impl Application {
         let realtime = Realtime {
             instance_id: instance_id.clone(),
             metrics: metrics.clone(),
+            ack_timeout: settings.socketio.ack_timeout,
         };
 
         let client_script = match &settings.demo.client_script_path {
@@ -118,11 +131,40 @@ impl Application {
             None => None,
         };
 
-        let (layer, io) = socketio_builder(&settings)
-            .with_state(realtime)
-            .build_layer();
-        io.ns("/", realtime::on_connect::<LocalAdapter>);
-        let adapter: Arc<dyn AdapterHealth> = Arc::new(MemoryAdapterHealth);
+        let builder = socketio_builder(&settings).with_state(realtime);
+        // The same handlers serve both adapters; only the type parameter differs.
+        let (router_layer, io, adapter): (_, Io, Arc<dyn AdapterHealth>) = match &settings.redis.url
+        {
+            None => {
+                let (layer, io) = builder.build_layer();
+                io.ns("/", realtime::on_connect::<LocalAdapter>);
+                (
+                    SocketIoLayers::Memory(layer),
+                    Io::Memory(io),
+                    Arc::new(MemoryAdapterHealth),
+                )
+            }
+            Some(url) => {
+                let gauge = metrics.connected_sockets.clone();
+                let cluster = Cluster::start(
+                    &settings.redis,
+                    url,
+                    &settings.instance_id,
+                    &metrics,
+                    move || gauge.get().max(0) as u64,
+                )?;
+                let (layer, io) = builder
+                    .with_adapter::<ClusterAdapter>(cluster.adapter_state())
+                    .build_layer();
+                // Subscribing never waits for an unreachable Redis (the driver
+                // resubscribes when it connects), so this returns promptly.
+                if let Err(error) = io.ns("/", realtime::on_connect::<ClusterAdapter>).await {
+                    tracing::error!(%error, "cannot register namespace / on the cluster adapter");
+                }
+                let health = cluster.health();
+                (SocketIoLayers::Redis(layer), Io::Redis(io, cluster), health)
+            }
+        };
 
         let state = HttpState {
             lifecycle: lifecycle.clone(),
@@ -133,12 +175,15 @@ impl Application {
             engine_path: ENGINE_PATH,
             instance_id,
         };
-        let router = http::router(layer, state, &settings.cors);
+        let router = match router_layer {
+            SocketIoLayers::Memory(layer) => http::router(layer, state, &settings.cors),
+            SocketIoLayers::Redis(layer) => http::router(layer, state, &settings.cors),
+        };
 
         Ok(Self {
             listener,
             router,
-            io: Io::Memory(io),
+            io,
             lifecycle,
             settings,
             metrics,
@@ -245,6 +290,14 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// The Socket.IO layer for either adapter, until it is mounted.
+enum SocketIoLayers {
+    /// In-memory adapter.
+    Memory(SocketIoLayer<LocalAdapter>),
+    /// Redis adapter.
+    Redis(SocketIoLayer<ClusterAdapter>),
 }
 
 /// A Socket.IO builder carrying the protocol settings and limits.

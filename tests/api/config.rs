@@ -113,6 +113,35 @@ fn dyno_wins_over_the_configured_instance_id() {
 }
 
 #[test]
+fn redis_settings_follow_the_platform() {
+    let s = load(&[
+        ("REDIS_URL", "rediss://:pw@h:6380"),
+        ("ECOS_REDIS__TLS_INSECURE", "true"),
+    ])
+    .expect("ok");
+    assert_eq!(s.redis.url.as_deref(), Some("rediss://:pw@h:6380"));
+    assert!(s.redis.tls_insecure);
+    assert_eq!(s.redis.prefix, "ecos");
+    assert_eq!(
+        load(&[("HEROKU_APP_NAME", "chat-prod")])
+            .expect("ok")
+            .redis
+            .prefix,
+        "ecos-chat-prod"
+    );
+    let s = load(&[
+        ("HEROKU_APP_NAME", "chat-prod"),
+        ("ECOS_REDIS__PREFIX", "mine"),
+    ])
+    .expect("ok");
+    assert_eq!(s.redis.prefix, "mine");
+    assert!(
+        !load(&[]).expect("ok").redis.tls_insecure,
+        "verification stays on by default"
+    );
+}
+
+#[test]
 fn cors_origins_parse_into_a_policy() {
     let list = load(&[(
         "ECOS_CORS__ALLOWED_ORIGINS",
@@ -225,7 +254,27 @@ fn every_bad_value_names_the_key_the_value_and_the_expected_form() {
         (
             &[("REDIS_URL", "http://u:hunter2@h")],
             "`redis.url`",
-            "redis:// or rediss://",
+            "redis://host:6379 or rediss://",
+        ),
+        (
+            &[("REDIS_URL", "redis://u:hunter2@h:notaport")],
+            "`redis.url`",
+            "redis://host:6379",
+        ),
+        (
+            &[("ECOS_REDIS__TLS_INSECURE", "maybe")],
+            "`redis.tls_insecure`",
+            "`true` or `false`",
+        ),
+        (
+            &[("ECOS_REDIS__PREFIX", "a#b")],
+            "`redis.prefix`",
+            "without `#`",
+        ),
+        (
+            &[("ECOS_REDIS__COMMAND_TIMEOUT_SECS", "0")],
+            "`redis.command_timeout_secs`",
+            "greater than 0",
         ),
     ];
     for (pairs, key, expected) in cases {

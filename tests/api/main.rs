@@ -2,9 +2,11 @@
 //! over real sockets by a small Engine.IO 4 / Socket.IO 5 client.
 
 mod client;
+mod cluster;
 mod config;
 mod contract;
 mod helpers;
 mod platform;
+mod redis_server;
 mod robustness;
 mod shutdown;
