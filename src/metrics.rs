@@ -13,7 +13,15 @@ use prometheus::{
 
 /// The events of the contract; anything else is counted as `other` so a client
 /// cannot create unbounded label values.
-pub const KNOWN_EVENTS: &[&str] = &["message", "join", "leave", "room:message", "latency"];
+pub const KNOWN_EVENTS: &[&str] = &[
+    "message",
+    "join",
+    "leave",
+    "room:message",
+    "room:members",
+    "room:ask",
+    "latency",
+];
 
 /// Why the metrics could not be registered.
 #[derive(Debug, thiserror::Error)]

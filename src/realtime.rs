@@ -6,6 +6,8 @@
 //! | `message` (data, ack?) | emits `message` (data) to every other socket; acks `{ok: true}` |
 //! | `join` / `leave` (room, ack?) | joins / leaves; acks `{ok: true, room}` or `{ok: false, error}` |
 //! | `room:message` (room, data, ack?) | emits `room:message` (room, data) to the other sockets in the room |
+//! | `room:members` (room, ack) | acks `{ok, room, count, members}`: socket ids in the room, cluster-wide |
+//! | `room:ask` (room, data, ack) | emits `room:ask` (room, data) *with an ack* to the other sockets in the room, cluster-wide; acks `{ok, answers, missed}` |
 //! | `latency` (ack) | emits `latency` to that socket *with an ack*, times the answer, acks `{ok: true, rtt_ms}` |
 //! | anything else | ignored, logged at debug |
 //!
@@ -15,7 +17,12 @@
 //! Every handler is generic over the adapter, so the same code serves a single
 //! instance (in-memory adapter) and a cluster (Redis adapter).
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
 
 use rmpv::Value;
 use serde::Serialize;
@@ -39,6 +46,31 @@ pub struct Realtime {
     pub instance_id: Arc<str>,
     /// Metrics the handlers update.
     pub metrics: Metrics,
+    /// How long `room:ask` waits for the members' answers.
+    pub ack_timeout: Duration,
+}
+
+/// Most socket ids listed by `room:members` (the count is always exact).
+pub const MAX_LISTED_MEMBERS: usize = 1000;
+
+/// One member's answer to `room:ask`.
+#[derive(Debug, Serialize)]
+pub struct Answer {
+    /// The answering socket's id.
+    pub id: String,
+    /// What it passed to its ack callback (first argument).
+    pub answer: Value,
+}
+
+/// The ack of `room:ask`.
+#[derive(Debug, Serialize)]
+pub struct AskReply {
+    /// Always true: a bad room is answered with an error instead.
+    pub ok: bool,
+    /// Answers that arrived in time, in arrival order.
+    pub answers: Vec<Answer>,
+    /// Members that did not answer in time.
+    pub missed: usize,
 }
 
 /// Payload of the `welcome` event.
@@ -68,6 +100,8 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(rt): State<Realt
     socket.on("join", on_join::<A>);
     socket.on("leave", on_leave::<A>);
     socket.on("room:message", on_room_message::<A>);
+    socket.on("room:members", on_room_members::<A>);
+    socket.on("room:ask", on_room_ask::<A>);
     socket.on("latency", on_latency::<A>);
     socket.on_fallback(on_unknown::<A>);
     socket.on_disconnect(on_disconnect::<A>);
@@ -153,6 +187,97 @@ async fn on_room_message<A: Adapter>(
         .await;
     count_broadcast(&rt, "room:message", result.as_ref().err());
     reply(ack, &socket, json!({ "ok": true }));
+}
+
+/// Lists the room's sockets across every instance (the adapter's `fetch_sockets`).
+async fn on_room_members<A: Adapter>(
+    socket: SocketRef<A>,
+    TryData(room): TryData<Value>,
+    ack: AckSender<A>,
+    State(rt): State<Realtime>,
+) {
+    rt.metrics.event_received("room:members");
+    let room = match room.map_err(|_| ROOM_FORM).and_then(|r| room_name(&r)) {
+        Ok(room) => room,
+        Err(error) => return reply(ack, &socket, failure(error)),
+    };
+    match socket.within(room.clone()).fetch_sockets().await {
+        Ok(sockets) => {
+            let mut members: Vec<String> =
+                sockets.iter().map(|s| s.data().id.to_string()).collect();
+            members.sort();
+            let count = members.len();
+            members.truncate(MAX_LISTED_MEMBERS);
+            reply(
+                ack,
+                &socket,
+                json!({ "ok": true, "room": room, "count": count, "members": members }),
+            );
+        }
+        Err(error) => {
+            tracing::warn!(%error, "fetching room members failed");
+            reply(
+                ack,
+                &socket,
+                failure("could not list the room's members; try again"),
+            );
+        }
+    }
+}
+
+/// Asks every other member of a room, on any instance, and gathers their acks.
+async fn on_room_ask<A: Adapter>(
+    socket: SocketRef<A>,
+    TryData(args): TryData<(Value, Value)>,
+    ack: AckSender<A>,
+    State(rt): State<Realtime>,
+) {
+    rt.metrics.event_received("room:ask");
+    let Ok((room, data)) = args else {
+        return reply(
+            ack,
+            &socket,
+            failure("`room:ask` needs two arguments: room and data"),
+        );
+    };
+    let room = match room_name(&room) {
+        Ok(room) => room,
+        Err(error) => return reply(ack, &socket, failure(error)),
+    };
+    let sent = socket
+        .to(room.clone())
+        .timeout(rt.ack_timeout)
+        .emit_with_ack::<_, Value>("room:ask", &(room.as_str(), &data))
+        .await;
+    count_broadcast(&rt, "room:ask", sent.as_ref().err());
+    let Ok(stream) = sent else {
+        return reply(ack, &socket, failure("could not ask the room; try again"));
+    };
+    let results: Vec<_> = stream.collect().await;
+    let mut answers = Vec::new();
+    let mut missed = 0;
+    for (id, result) in results {
+        match result {
+            Ok(answer) => answers.push(Answer {
+                id: id.to_string(),
+                answer,
+            }),
+            // An empty ack (`callback()`) is an answer without a value.
+            Err(AckError::Decode(_)) => answers.push(Answer {
+                id: id.to_string(),
+                answer: Value::Nil,
+            }),
+            Err(_) => missed += 1,
+        }
+    }
+    let body = AskReply {
+        ok: true,
+        answers,
+        missed,
+    };
+    if let Err(error) = ack.send(&body) {
+        tracing::debug!(sid = %socket.id, %error, "could not send ack");
+    }
 }
 
 /// Server-to-client acknowledgement: ask the client to ack, report the round trip.

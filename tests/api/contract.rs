@@ -335,3 +335,92 @@ async fn latency_without_a_client_ack_times_out_with_an_error() {
         );
     }
 }
+
+#[tokio::test]
+async fn room_members_lists_the_sockets_in_the_room() {
+    let app = spawn_app().await;
+    for transport in TRANSPORTS {
+        let mut a = app.client(transport).await;
+        let mut b = app.client(transport).await;
+        let _outsider = app.client(transport).await;
+        for client in [&mut a, &mut b] {
+            client
+                .emit_with_ack("join", vec![json!("team")])
+                .await
+                .expect("join");
+        }
+        let ack = a
+            .emit_with_ack("room:members", vec![json!("team")])
+            .await
+            .expect("ack");
+        let mut expected = vec![a.sid().to_owned(), b.sid().to_owned()];
+        expected.sort();
+        assert_eq!(
+            ack,
+            vec![json!({ "ok": true, "room": "team", "count": 2, "members": expected })],
+            "{transport:?}"
+        );
+        for client in [&mut a, &mut b] {
+            client
+                .emit_with_ack("leave", vec![json!("team")])
+                .await
+                .expect("leave");
+        }
+        let bad = a
+            .emit_with_ack("room:members", vec![json!(5)])
+            .await
+            .expect("ack");
+        assert_eq!(bad[0]["ok"], json!(false), "{transport:?}");
+    }
+}
+
+#[tokio::test]
+async fn room_ask_gathers_the_other_members_answers() {
+    let app = spawn_app_with(|s| s.socketio.ack_timeout = Duration::from_millis(500)).await;
+    for transport in TRANSPORTS {
+        let mut asker = app.client(transport).await;
+        let mut answers_yes = app.client(transport).await;
+        let mut stays_silent = app.client(transport).await;
+        for client in [&mut asker, &mut answers_yes, &mut stays_silent] {
+            client
+                .emit_with_ack("join", vec![json!("vote")])
+                .await
+                .expect("join");
+        }
+        let answerer = async {
+            let question = answers_yes.expect_event("room:ask").await;
+            assert_eq!(
+                question.args,
+                vec![json!("vote"), json!({ "q": "ship it?" })]
+            );
+            answers_yes
+                .ack(question.ack_id.expect("ack requested"), vec![json!("yes")])
+                .await
+                .expect("answer");
+            answers_yes.sid().to_owned()
+        };
+        let (reply, yes_id) = tokio::join!(
+            asker.emit_with_ack("room:ask", vec![json!("vote"), json!({ "q": "ship it?" })]),
+            answerer
+        );
+        let reply = reply.expect("ack");
+        assert_eq!(
+            reply,
+            vec![
+                json!({ "ok": true, "answers": [{ "id": yes_id, "answer": "yes" }], "missed": 1 })
+            ],
+            "{transport:?}"
+        );
+        assert_eq!(
+            stays_silent.expect_event("room:ask").await.args[0],
+            json!("vote")
+        );
+        asker.assert_no_event("room:ask", QUIET).await;
+        for client in [&mut asker, &mut answers_yes, &mut stays_silent] {
+            client
+                .emit_with_ack("leave", vec![json!("vote")])
+                .await
+                .expect("leave");
+        }
+    }
+}
