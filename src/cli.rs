@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// ecos: a Socket.IO server for twelve-factor platforms.
 ///
@@ -18,4 +18,20 @@ pub struct Cli {
     /// Print the effective settings (secrets masked) and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// What to do; without a command, ecos serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Commands other than serving.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// GET /healthz on the local server (on the configured port) and exit 0
+    /// if it answers 200, else 1. Needs no shell tools: for container
+    /// HEALTHCHECKs in distroless images.
+    Healthcheck {
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3.0)]
+        timeout: f64,
+    },
 }

@@ -15,6 +15,7 @@
 //! - [`cluster`]: the Redis adapter and its self-healing driver, used when `REDIS_URL` is set.
 //! - [`metrics`]: the Prometheus registry and every metric.
 //! - [`shutdown`]: OS signals and the drain state.
+//! - [`healthcheck`]: the `ecos healthcheck` subcommand for container health checks.
 //! - [`cli`]: command-line options.
 //!
 //! `main.rs` only parses the command line, loads the settings, installs
@@ -24,6 +25,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod healthcheck;
 pub mod http;
 pub mod metrics;
 pub mod realtime;

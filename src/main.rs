@@ -1,8 +1,13 @@
-use std::process::ExitCode;
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use ecos::{Application, Settings, cli::Cli, config::Sources, shutdown, telemetry};
+use ecos::{
+    Application, Settings,
+    cli::{Cli, Command},
+    config::Sources,
+    healthcheck, shutdown, telemetry,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -18,6 +23,17 @@ async fn main() -> ExitCode {
     if cli.print_config {
         print!("{}", settings.to_display_string());
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Healthcheck { timeout }) = cli.command {
+        let addr = SocketAddr::from(([127, 0, 0, 1], settings.port));
+        let timeout = Duration::try_from_secs_f64(timeout).unwrap_or(Duration::from_secs(3));
+        return match healthcheck::check(addr, timeout).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("ecos: unhealthy: {error}");
+                ExitCode::FAILURE
+            }
+        };
     }
     match run(settings).await {
         Ok(()) => ExitCode::SUCCESS,

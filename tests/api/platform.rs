@@ -313,3 +313,35 @@ async fn the_heartbeat_keeps_an_idle_client_connected() {
         assert_eq!(ack[0]["ok"], json!(true), "{transport:?}");
     }
 }
+
+#[tokio::test]
+async fn the_healthcheck_subcommand_exits_0_on_a_healthy_server_and_1_otherwise() {
+    let app = spawn_app().await;
+    let run = |port: u16| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ecos"))
+            .arg("healthcheck")
+            .env_clear()
+            .env("PORT", port.to_string())
+            .output()
+            .expect("runs")
+    };
+    let healthy = tokio::task::spawn_blocking(move || run(app.addr.port()))
+        .await
+        .expect("join");
+    assert_eq!(
+        healthy.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+
+    let free_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let down = tokio::task::spawn_blocking(move || run(free_port))
+        .await
+        .expect("join");
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("unhealthy"));
+}
