@@ -26,6 +26,16 @@ fn unique_prefix(test: &str) -> String {
 
 /// One instance of a cluster: the given Redis URL and prefix, fast stats.
 async fn spawn_node(url: &str, prefix: &str, name: &str) -> TestApp {
+    spawn_node_with(url, prefix, name, |_| {}).await
+}
+
+/// Like `spawn_node`, with further settings.
+async fn spawn_node_with(
+    url: &str,
+    prefix: &str,
+    name: &str,
+    tweak: impl FnOnce(&mut ecos::Settings),
+) -> TestApp {
     let (url, prefix, name) = (url.to_owned(), prefix.to_owned(), name.to_owned());
     spawn_app_with(move |s| {
         s.instance_id = name;
@@ -34,6 +44,7 @@ async fn spawn_node(url: &str, prefix: &str, name: &str) -> TestApp {
         s.redis.stats_interval = Duration::from_millis(200);
         s.redis.command_timeout = Duration::from_millis(500);
         s.redis.connect_timeout = Duration::from_millis(500);
+        tweak(s);
     })
     .await
 }
@@ -432,4 +443,52 @@ async fn room_members_and_room_ask_span_instances() {
         assert_eq!(got, vec!["from b", "from c"], "{transport:?}: {reply:?}");
         assert_eq!(reply[0]["missed"], json!(0), "{transport:?}");
     }
+}
+
+#[tokio::test]
+async fn rediss_with_tls_insecure_accepts_a_self_signed_certificate() {
+    let redis = RedisServer::start_tls();
+    assert!(redis.url().starts_with("rediss://"));
+    let prefix = unique_prefix("tls");
+    let insecure = |s: &mut ecos::Settings| {
+        s.redis.tls_insecure = true;
+        s.redis.connect_timeout = Duration::from_secs(5);
+    };
+    let a = spawn_node_with(&redis.url(), &prefix, "tls-a", insecure).await;
+    let b = spawn_node_with(&redis.url(), &prefix, "tls-b", insecure).await;
+    wait_ready(&a, 200, Duration::from_secs(10)).await;
+    wait_ready(&b, 200, Duration::from_secs(10)).await;
+    let mut sender = a.client(Transport::WebSocket).await;
+    let mut remote = b.client(Transport::Polling).await;
+    sender
+        .emit_with_ack("message", vec![json!("over tls")])
+        .await
+        .expect("ack");
+    assert_eq!(
+        remote.expect_event("message").await.args,
+        vec![json!("over tls")]
+    );
+}
+
+#[tokio::test]
+async fn rediss_verifies_certificates_by_default() {
+    let redis = RedisServer::start_tls();
+    let node = spawn_node_with(&redis.url(), &unique_prefix("tls-verify"), "strict", |s| {
+        s.redis.connect_timeout = Duration::from_secs(5);
+    })
+    .await;
+    // Wait for a failed attempt (the handshake fails at once); none may succeed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.metric("ecos_redis_connect_failures_total").await < 1.0 {
+        assert!(Instant::now() < deadline, "no connection attempt failed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = readyz(&node).await;
+    assert_eq!(status, 503, "{body}");
+    let reason = body["reason"].as_str().unwrap_or_default().to_lowercase();
+    assert!(
+        reason.contains("certificate") || reason.contains("tls"),
+        "{body}"
+    );
+    assert!(node.metric("ecos_redis_connect_failures_total").await >= 1.0);
 }
