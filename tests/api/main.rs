@@ -7,6 +7,7 @@ mod config;
 mod contract;
 mod helpers;
 mod platform;
+mod process;
 mod redis_server;
 mod robustness;
 mod shutdown;

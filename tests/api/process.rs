@@ -1,0 +1,192 @@
+//! The built binary, started the way a platform starts it: only `PORT` (and
+//! `REDIS_URL`) in the environment, SIGTERM to stop.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpListener},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+
+use crate::{
+    client::{SioClient, Transport},
+    redis_server::RedisServer,
+};
+
+/// A running `ecos` process and the start-up fields it logged.
+struct Process {
+    /// The child process.
+    child: Child,
+    /// Fields of the JSON "ecos started" line.
+    started: serde_json::Value,
+    /// Further stdout lines.
+    lines: mpsc::Receiver<String>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Starts the binary with a clean environment plus `env`, JSON logs, and
+/// waits for its start-up line.
+fn start(env: &[(&str, String)]) -> Process {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ecos"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ECOS_LOG__FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("binary starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(left).expect("a start-up line within 10 s");
+        let Ok(parsed) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        if parsed["fields"]["message"] == json!("ecos started") {
+            return Process { child, started: parsed["fields"].clone(), lines };
+        }
+    }
+}
+
+impl Process {
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the exit; returns the code and how long it took.
+    async fn wait_exit(&mut self, within: Duration) -> (Option<i32>, Duration) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return (status.code(), started.elapsed());
+            }
+            assert!(started.elapsed() < within, "ecos did not exit within {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether a logged line with this message arrived already.
+    fn logged(&self, message: &str) -> bool {
+        self.lines
+            .try_iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+            .any(|v| v["fields"]["message"] == json!(message))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn readyz(port: u16) -> (u16, serde_json::Value) {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await.expect("readyz");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json"))
+}
+
+#[tokio::test]
+async fn with_only_port_set_it_binds_all_interfaces_and_drains_on_sigterm() {
+    let port = free_port();
+    let mut ecos = start(&[("PORT", port.to_string())]);
+    assert_eq!(ecos.started["addr"], json!(format!("0.0.0.0:{port}")));
+    assert_eq!(ecos.started["adapter"], json!("memory"));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+
+    let mut clients = Vec::new();
+    for transport in [Transport::WebSocket, Transport::Polling, Transport::WebSocket] {
+        clients.push(SioClient::connect(addr, transport).await.expect("connects"));
+    }
+    ecos.sigterm();
+    for client in clients.iter_mut() {
+        assert!(client.wait_closed(Duration::from_secs(10)).await, "client closed by the drain");
+    }
+    let (code, took) = ecos.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(code, Some(0));
+    // Well inside Heroku's 30 s between SIGTERM and SIGKILL.
+    assert!(took < Duration::from_secs(5), "exit took {took:?}");
+    assert!(ecos.logged("drained; exiting") || ecos.logged("draining"));
+}
+
+#[tokio::test]
+async fn a_second_sigterm_during_the_drain_changes_nothing() {
+    let port = free_port();
+    let mut ecos = start(&[("PORT", port.to_string()), ("ECOS_SHUTDOWN__DELAY_SECS", "1".into())]);
+    let _client = SioClient::connect(SocketAddr::from(([127, 0, 0, 1], port)), Transport::WebSocket)
+        .await
+        .expect("connects");
+    ecos.sigterm();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(readyz(port).await.0, 503);
+    ecos.sigterm(); // Heroku may send SIGTERM more than once.
+    let (code, took) = ecos.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(5), "exit took {took:?}");
+}
+
+#[tokio::test]
+async fn with_rediss_and_tls_insecure_it_joins_a_self_signed_tls_redis() {
+    let redis = RedisServer::start_tls();
+    let prefix = format!("ecos-test-process-{}", std::process::id());
+    let ports = [free_port(), free_port()];
+    let processes: Vec<Process> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            start(&[
+                ("PORT", port.to_string()),
+                ("REDIS_URL", redis.url()),
+                ("ECOS_REDIS__TLS_INSECURE", "true".into()),
+                ("ECOS_REDIS__PREFIX", prefix.clone()),
+                ("DYNO", format!("web.{}", i + 1)),
+            ])
+        })
+        .collect();
+    for (process, port) in processes.iter().zip(ports) {
+        assert_eq!(process.started["adapter"], json!("redis"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = readyz(port).await;
+            if status == 200 {
+                assert!(body["instance"].as_str().is_some_and(|i| i.starts_with("web.")), "{body}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "never ready: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut sender = SioClient::connect(SocketAddr::from(([127, 0, 0, 1], ports[0])), Transport::WebSocket)
+        .await
+        .expect("connects");
+    let mut remote = SioClient::connect(SocketAddr::from(([127, 0, 0, 1], ports[1])), Transport::Polling)
+        .await
+        .expect("connects");
+    assert_eq!(remote.expect_event("welcome").await.args[0]["instance"], json!("web.2"));
+    sender.emit_with_ack("message", vec![json!("via rediss")]).await.expect("ack");
+    assert_eq!(remote.expect_event("message").await.args, vec![json!("via rediss")]);
+}
