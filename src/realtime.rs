@@ -132,15 +132,7 @@ async fn on_join<A: Adapter>(
     ack: AckSender<A>,
     State(rt): State<Realtime>,
 ) {
-    rt.metrics.event_received("join");
-    match room.map_err(|_| ROOM_FORM).and_then(|r| room_name(&r)) {
-        Ok(room) => {
-            socket.join(room.clone());
-            tracing::debug!(sid = %socket.id, %room, "joined room");
-            reply(ack, &socket, json!({ "ok": true, "room": room }));
-        }
-        Err(error) => reply(ack, &socket, failure(error)),
-    }
+    change_membership(Membership::Join, socket, room, ack, &rt);
 }
 
 async fn on_leave<A: Adapter>(
@@ -149,11 +141,38 @@ async fn on_leave<A: Adapter>(
     ack: AckSender<A>,
     State(rt): State<Realtime>,
 ) {
-    rt.metrics.event_received("leave");
+    change_membership(Membership::Leave, socket, room, ack, &rt);
+}
+
+/// Which way `join` and `leave` change a socket's rooms.
+#[derive(Debug, Clone, Copy)]
+enum Membership {
+    /// Add the socket to the room.
+    Join,
+    /// Remove the socket from the room.
+    Leave,
+}
+
+/// `join` and `leave`: validate the room, apply the change, ack with the room or the reason.
+fn change_membership<A: Adapter>(
+    change: Membership,
+    socket: SocketRef<A>,
+    room: Result<Value, socketioxide::ParserError>,
+    ack: AckSender<A>,
+    rt: &Realtime,
+) {
+    let event = match change {
+        Membership::Join => "join",
+        Membership::Leave => "leave",
+    };
+    rt.metrics.event_received(event);
     match room.map_err(|_| ROOM_FORM).and_then(|r| room_name(&r)) {
         Ok(room) => {
-            socket.leave(room.clone());
-            tracing::debug!(sid = %socket.id, %room, "left room");
+            match change {
+                Membership::Join => socket.join(room.clone()),
+                Membership::Leave => socket.leave(room.clone()),
+            }
+            tracing::debug!(sid = %socket.id, %room, event, "room membership changed");
             reply(ack, &socket, json!({ "ok": true, "room": room }));
         }
         Err(error) => reply(ack, &socket, failure(error)),
