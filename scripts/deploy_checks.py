@@ -710,7 +710,7 @@ def cmd_haproxy_smoke(args) -> int:
                 pass
             time.sleep(0.3)
         need(moved is not None, f"requests pinned to the stopped ecos{victim} were not redispatched within 10 s", problems)
-        # Checks run every 2 s and need 2 failures.
+        # Checks run every second and need 2 failures.
         deadline = time.monotonic() + 10
         while f"ecos{victim} is DOWN" not in hlog.read_text(errors="replace") and time.monotonic() < deadline:
             time.sleep(0.2)
