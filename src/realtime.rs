@@ -50,6 +50,9 @@ pub struct Realtime {
     pub ack_timeout: Duration,
 }
 
+/// Extra time `room:ask` allows after the ack timeout for the adapter's own timeouts to report.
+const ASK_MARGIN: Duration = Duration::from_millis(250);
+
 /// Most socket ids listed by `room:members` (the count is always exact).
 pub const MAX_LISTED_MEMBERS: usize = 1000;
 
@@ -272,7 +275,15 @@ async fn on_room_ask<A: Adapter>(
     let Ok(stream) = sent else {
         return reply(ack, &socket, failure("could not ask the room; try again"));
     };
-    let results: Vec<_> = stream.collect().await;
+    // The adapter's own per-socket timeouts normally end the stream, and
+    // count who missed it. When nobody at all is in the room, the Redis
+    // adapter waits for its request timeout on top; this bound keeps the
+    // answer within the ack timeout (plus a margin for the adapter's own).
+    let bound = rt.ack_timeout + ASK_MARGIN;
+    let results: Vec<_> = match tokio::time::timeout(bound, stream.collect::<Vec<_>>()).await {
+        Ok(results) => results,
+        Err(_) => Vec::new(),
+    };
     let mut answers = Vec::new();
     let mut missed = 0;
     for (id, result) in results {

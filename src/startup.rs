@@ -5,7 +5,7 @@
 //! serves until the `shutdown` future resolves, then drains within the
 //! configured time.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::Router;
 use socketioxide::{SocketIo, adapter::LocalAdapter, layer::SocketIoLayer};
@@ -22,6 +22,9 @@ use crate::{
 
 /// The crate version, reported in logs and `ecos_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How long in-flight HTTP requests may run on after every session is closed.
+pub const REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 /// The path Socket.IO clients use by default.
 pub const ENGINE_PATH: &str = "/socket.io";
@@ -276,7 +279,13 @@ impl Application {
             tokio::time::sleep(settings.shutdown.delay).await;
             io.close().await;
             stop_accepting.notify_one();
-            let _ = (&mut server).await;
+            // Sessions are closed; ordinary requests finish in milliseconds.
+            // A long-poll of an Engine.IO session that never joined a
+            // namespace is invisible to io.close() and would hold the server
+            // until its next ping, so in-flight requests get a short grace.
+            if tokio::time::timeout(REQUEST_GRACE, &mut server).await.is_err() {
+                tracing::info!(grace_secs = REQUEST_GRACE.as_secs_f64(), "closing requests still open after the grace");
+            }
         };
         match tokio::time::timeout(timeout, drain).await {
             Ok(()) => tracing::info!("drained; exiting"),
@@ -285,9 +294,11 @@ impl Application {
                     sockets = io.local_socket_count(),
                     "drain timeout reached; exiting with sessions still open"
                 );
-                server.abort();
             }
         }
+        // Whatever is left (requests past the grace, or the drain timeout)
+        // is cut here rather than left running after the app has stopped.
+        server.abort();
         Ok(())
     }
 }
