@@ -61,6 +61,17 @@ pub enum CorsPolicy {
     List(Vec<String>),
 }
 
+/// How Socket.IO packets are encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SocketIoParser {
+    /// The standard JSON-with-binary-attachments encoding every official client speaks.
+    Default,
+    /// MessagePack, for clients built with `socket.io-msgpack-parser` (or its equivalent).
+    /// Clients using the default encoding cannot connect then.
+    Msgpack,
+}
+
 /// The typed, validated settings ecos runs with.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
@@ -114,6 +125,10 @@ pub struct SocketIoSettings {
     pub ack_timeout: Duration,
     /// Packets queued per connection before emits to it fail.
     pub max_buffer_packets: usize,
+    /// Packet encoding: `default` or `msgpack`.
+    pub parser: SocketIoParser,
+    /// Also accept Engine.IO v3 clients (Socket.IO v2, e.g. `socket.io-client@2`).
+    pub allow_eio3: bool,
 }
 
 /// Input size limits: anything above ends the offending session only.
@@ -204,6 +219,8 @@ const KEYS: &[(&str, &str)] = &[
     ("socketio.connect_timeout_secs", "45"),
     ("socketio.ack_timeout_secs", "5"),
     ("socketio.max_buffer_packets", "128"),
+    ("socketio.parser", "default"),
+    ("socketio.allow_eio3", "false"),
     ("limits.max_http_payload_bytes", "1000000"),
     ("limits.max_ws_message_bytes", "1000000"),
     ("shutdown.drain_timeout_secs", "25"),
@@ -278,6 +295,19 @@ impl Settings {
                     "socketio.max_buffer_packets",
                     &get("socketio.max_buffer_packets"),
                 )?,
+                parser: match get("socketio.parser").trim().to_ascii_lowercase().as_str() {
+                    "default" => SocketIoParser::Default,
+                    "msgpack" => SocketIoParser::Msgpack,
+                    other => {
+                        return Err(invalid(
+                            "socketio.parser",
+                            other,
+                            "`default` or `msgpack`",
+                            "",
+                        ));
+                    }
+                },
+                allow_eio3: boolean("socketio.allow_eio3", &get("socketio.allow_eio3"))?,
             },
             limits: Limits {
                 max_http_payload_bytes: positive(
@@ -666,11 +696,72 @@ mod secs {
     }
 }
 
+impl fmt::Display for SocketIoParser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SocketIoParser::Default => "default",
+            SocketIoParser::Msgpack => "msgpack",
+        })
+    }
+}
+
 impl fmt::Display for LogFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             LogFormat::Text => "text",
             LogFormat::Json => "json",
         })
+    }
+}
+
+#[cfg(test)]
+mod socketio_option_tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::load(&Sources { file: None, env })
+    }
+
+    #[test]
+    fn parser_and_eio3_default_to_the_standard_protocol() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.socketio.parser, SocketIoParser::Default);
+        assert!(!s.socketio.allow_eio3);
+        let text = s.to_display_string();
+        assert!(text.contains("socketio.parser = \"default\""), "{text}");
+        assert!(text.contains("socketio.allow_eio3 = false"), "{text}");
+    }
+
+    #[test]
+    fn parser_and_eio3_are_read_from_the_environment() {
+        let s = load(&[
+            ("ECOS_SOCKETIO__PARSER", " MsgPack "),
+            ("ECOS_SOCKETIO__ALLOW_EIO3", "true"),
+        ])
+        .unwrap();
+        assert_eq!(s.socketio.parser, SocketIoParser::Msgpack);
+        assert!(s.socketio.allow_eio3);
+    }
+
+    #[test]
+    fn bad_parser_or_eio3_values_name_the_key() {
+        let err = load(&[("ECOS_SOCKETIO__PARSER", "json")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid value for `socketio.parser`: \"json\"; expected `default` or `msgpack`"
+        );
+        let err = load(&[("ECOS_SOCKETIO__ALLOW_EIO3", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid value for `socketio.allow_eio3`: \"maybe\"; expected `true` or `false`"
+        );
     }
 }

@@ -97,12 +97,25 @@ pub fn router<A: Adapter>(
     state: HttpState,
     cors: &CorsPolicy,
 ) -> Router {
-    Router::new()
+    router_with(socketio, state, cors, |routes| routes)
+}
+
+/// [`router`], with `mount` applied to the routes before the Socket.IO layer:
+/// whatever it adds (another service, e.g. the conformance mode's Engine.IO
+/// echo) sits behind every platform middleware, like Socket.IO itself.
+pub fn router_with<A: Adapter>(
+    socketio: SocketIoLayer<A>,
+    state: HttpState,
+    cors: &CorsPolicy,
+    mount: impl FnOnce(Router) -> Router,
+) -> Router {
+    let routes = Router::new()
         .route("/", get(page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state.clone())
+        .with_state(state.clone());
+    mount(routes)
         .layer(socketio)
         // Layers added later run first: metrics see everything, CORS answers
         // preflights before the drain guard, which runs before socketioxide.

@@ -17,6 +17,7 @@
 //! - [`shutdown`]: OS signals and the drain state.
 //! - [`healthcheck`]: the `ecos healthcheck` subcommand for container health checks.
 //! - [`cli`]: command-line options.
+//! - [`conformance`]: the protocol-conformance mode (`ecos-conformance`) for the official Engine.IO / Socket.IO test suites.
 //!
 //! `main.rs` only parses the command line, loads the settings, installs
 //! logging and runs the application; tests build the same application
@@ -25,6 +26,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod conformance;
 pub mod healthcheck;
 pub mod http;
 pub mod metrics;

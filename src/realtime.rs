@@ -280,10 +280,9 @@ async fn on_room_ask<A: Adapter>(
     // adapter waits for its request timeout on top; this bound keeps the
     // answer within the ack timeout (plus a margin for the adapter's own).
     let bound = rt.ack_timeout + ASK_MARGIN;
-    let results: Vec<_> = match tokio::time::timeout(bound, stream.collect::<Vec<_>>()).await {
-        Ok(results) => results,
-        Err(_) => Vec::new(),
-    };
+    let results: Vec<_> = tokio::time::timeout(bound, stream.collect::<Vec<_>>())
+        .await
+        .unwrap_or_default();
     let mut answers = Vec::new();
     let mut missed = 0;
     for (id, result) in results {

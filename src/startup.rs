@@ -8,12 +8,13 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::Router;
-use socketioxide::{SocketIo, adapter::LocalAdapter, layer::SocketIoLayer};
+use axum::response::IntoResponse;
+use socketioxide::{ParserConfig, SocketIo, adapter::LocalAdapter, layer::SocketIoLayer};
 use tokio::net::TcpListener;
 
 use crate::{
     cluster::{Cluster, ClusterAdapter, ClusterError},
-    config::Settings,
+    config::{Settings, SocketIoParser},
     http::{self, AdapterHealth, HttpState, MemoryAdapterHealth},
     metrics::{Metrics, MetricsError},
     realtime::{self, Realtime},
@@ -89,6 +90,47 @@ impl Io {
     }
 }
 
+/// What an application serves besides the platform routes: its Socket.IO
+/// namespaces, and any service mounted next to Socket.IO.
+///
+/// [`Application::build`] serves [`EcosContract`]; [`Application::build_with`]
+/// takes another setup (the conformance mode in [`crate::conformance`]) and
+/// keeps everything else: settings, adapters, middleware, limits, drain.
+pub trait Setup: Send + Sync + 'static {
+    /// Registers the namespaces and their handlers on `io`, and returns what
+    /// each `io.ns` call returned, so that a cluster adapter can be awaited
+    /// until it has subscribed.
+    fn namespaces<A: NsAdapter>(&self, io: &SocketIo<A>) -> Vec<A::InitRes>;
+
+    /// Adds services to the routes. They sit inside the platform middleware
+    /// (request log, metrics, CORS, drain guard), in front of Socket.IO.
+    fn mount(&self, routes: Router) -> Router {
+        routes
+    }
+}
+
+/// An adapter namespaces can be registered on: socketioxide's `Adapter` plus
+/// the marker `SocketIo::ns` asks for. Both ecos adapters (in memory, Redis) are.
+pub trait NsAdapter:
+    socketioxide::adapter::Adapter + socketioxide_core::adapter::DefinedAdapter
+{
+}
+
+impl<A> NsAdapter for A where
+    A: socketioxide::adapter::Adapter + socketioxide_core::adapter::DefinedAdapter
+{
+}
+
+/// The ecos event contract ([`realtime`]) on namespace `/`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EcosContract;
+
+impl Setup for EcosContract {
+    fn namespaces<A: NsAdapter>(&self, io: &SocketIo<A>) -> Vec<A::InitRes> {
+        vec![io.ns("/", realtime::on_connect::<A>)]
+    }
+}
+
 /// A built application, bound and ready to run.
 pub struct Application {
     /// The bound listener; binding happens in `build` so the port is known before running.
@@ -108,8 +150,14 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds the listener and wires every component from `settings`.
+    /// Binds the listener and wires every component from `settings`, serving
+    /// the ecos event contract.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with(settings, EcosContract).await
+    }
+
+    /// Like [`Application::build`], with the namespaces and mounted services of `setup`.
+    pub async fn build_with(settings: Settings, setup: impl Setup) -> Result<Self, StartupError> {
         let addr = SocketAddr::new(settings.bind_address, settings.port);
         let listener = TcpListener::bind(addr)
             .await
@@ -140,7 +188,8 @@ impl Application {
         {
             None => {
                 let (layer, io) = builder.build_layer();
-                io.ns("/", realtime::on_connect::<LocalAdapter>);
+                // The in-memory adapter is ready at once: nothing to wait for.
+                let _ready = setup.namespaces(&io);
                 (
                     SocketIoLayers::Memory(layer),
                     Io::Memory(io),
@@ -161,8 +210,10 @@ impl Application {
                     .build_layer();
                 // Subscribing never waits for an unreachable Redis (the driver
                 // resubscribes when it connects), so this returns promptly.
-                if let Err(error) = io.ns("/", realtime::on_connect::<ClusterAdapter>).await {
-                    tracing::error!(%error, "cannot register namespace / on the cluster adapter");
+                for init in setup.namespaces(&io) {
+                    if let Err(error) = init.await {
+                        tracing::error!(%error, "cannot register a namespace on Redis");
+                    }
                 }
                 let health = cluster.health();
                 (SocketIoLayers::Redis(layer), Io::Redis(io, cluster), health)
@@ -179,9 +230,14 @@ impl Application {
             instance_id,
         };
         let router = match router_layer {
-            SocketIoLayers::Memory(layer) => http::router(layer, state, &settings.cors),
-            SocketIoLayers::Redis(layer) => http::router(layer, state, &settings.cors),
+            SocketIoLayers::Memory(layer) => {
+                http::router_with(layer, state, &settings.cors, |r| setup.mount(r))
+            }
+            SocketIoLayers::Redis(layer) => {
+                http::router_with(layer, state, &settings.cors, |r| setup.mount(r))
+            }
         };
+        let router = eio3_guard(router, &settings);
 
         Ok(Self {
             listener,
@@ -283,8 +339,14 @@ impl Application {
             // A long-poll of an Engine.IO session that never joined a
             // namespace is invisible to io.close() and would hold the server
             // until its next ping, so in-flight requests get a short grace.
-            if tokio::time::timeout(REQUEST_GRACE, &mut server).await.is_err() {
-                tracing::info!(grace_secs = REQUEST_GRACE.as_secs_f64(), "closing requests still open after the grace");
+            if tokio::time::timeout(REQUEST_GRACE, &mut server)
+                .await
+                .is_err()
+            {
+                tracing::info!(
+                    grace_secs = REQUEST_GRACE.as_secs_f64(),
+                    "closing requests still open after the grace"
+                );
             }
         };
         match tokio::time::timeout(timeout, drain).await {
@@ -315,7 +377,7 @@ enum SocketIoLayers {
 fn socketio_builder(settings: &Settings) -> socketioxide::SocketIoBuilder {
     let s = &settings.socketio;
     let limits = &settings.limits;
-    SocketIo::builder()
+    let builder = SocketIo::builder()
         .req_path(ENGINE_PATH)
         .ping_interval(s.ping_interval)
         .ping_timeout(s.ping_timeout)
@@ -325,5 +387,47 @@ fn socketio_builder(settings: &Settings) -> socketioxide::SocketIoBuilder {
         .max_payload(limits.max_http_payload_bytes)
         .ws_max_message_size(limits.max_ws_message_bytes)
         // A single frame can never be larger than a whole message.
-        .ws_max_frame_size(limits.max_ws_message_bytes)
+        .ws_max_frame_size(limits.max_ws_message_bytes);
+    // Engine.IO v3 (Socket.IO v2 clients) is compiled in (socketioxide's `v4`
+    // feature) and has no run-time switch there; `eio3_guard` refuses it unless
+    // `socketio.allow_eio3` is set.
+    match s.parser {
+        SocketIoParser::Default => builder,
+        SocketIoParser::Msgpack => builder.with_parser(ParserConfig::msgpack()),
+    }
+}
+
+/// Refuses Engine.IO v3 handshakes (`EIO=3`, i.e. Socket.IO v2 clients) unless
+/// `socketio.allow_eio3` is set, with the answer socketioxide gives when built
+/// without v3 support: 400 `{"code":"5","message":"Unsupported protocol version"}`.
+///
+/// socketioxide's `v4` feature makes engineioxide accept `EIO=3` whenever it is
+/// compiled in (`RequestInfo::parse` in engineioxide's `service/parser.rs`), so
+/// the setting is enforced here, in front of the Socket.IO service.
+fn eio3_guard(router: Router, settings: &Settings) -> Router {
+    if settings.socketio.allow_eio3 {
+        return router;
+    }
+    router.layer(axum::middleware::from_fn(refuse_eio3))
+}
+
+async fn refuse_eio3(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let is_engine = req.uri().path().starts_with(ENGINE_PATH);
+    let eio3 = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|pair| pair == "EIO=3"));
+    if is_engine && eio3 {
+        tracing::debug!(uri = %req.uri(), "refused an Engine.IO v3 client (socketio.allow_eio3 is off)");
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            r#"{"code":"5","message":"Unsupported protocol version"}"#,
+        )
+            .into_response();
+    }
+    next.run(req).await
 }

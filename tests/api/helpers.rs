@@ -47,6 +47,27 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     }
 }
 
+/// Runs an application the test built itself (e.g. with `Application::build_with`
+/// and another setup), the way `spawn_app_with` runs the default one.
+pub async fn spawn_built(app: Application) -> TestApp {
+    ecos::telemetry::init_for_tests();
+    let addr = SocketAddr::from(([127, 0, 0, 1], app.port()));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client");
+    TestApp {
+        addr,
+        http,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
 impl TestApp {
     /// `http://127.0.0.1:PORT` + `path`.
     pub fn url(&self, path: &str) -> String {

@@ -8,6 +8,7 @@ mod contract;
 mod helpers;
 mod platform;
 mod process;
+mod protocol;
 mod redis_server;
 mod robustness;
 mod shutdown;

@@ -59,10 +59,21 @@ fn start(env: &[(&str, String)]) -> Process {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = lines.recv_timeout(left).expect("a start-up line within 10 s");
-        let Ok(parsed) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let Ok(line) = lines.recv_timeout(left) else {
+            // Reap the child before failing, so no process outlives the test.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no start-up line within 10 s");
+        };
+        let Ok(parsed) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
         if parsed["fields"]["message"] == json!("ecos started") {
-            return Process { child, started: parsed["fields"].clone(), lines };
+            return Process {
+                child,
+                started: parsed["fields"].clone(),
+                lines,
+            };
         }
     }
 }
@@ -83,7 +94,10 @@ impl Process {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return (status.code(), started.elapsed());
             }
-            assert!(started.elapsed() < within, "ecos did not exit within {within:?}");
+            assert!(
+                started.elapsed() < within,
+                "ecos did not exit within {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -105,7 +119,9 @@ impl Drop for Process {
 }
 
 async fn readyz(port: u16) -> (u16, serde_json::Value) {
-    let response = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await.expect("readyz");
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .expect("readyz");
     let status = response.status().as_u16();
     (status, response.json().await.expect("json"))
 }
@@ -119,12 +135,19 @@ async fn with_only_port_set_it_binds_all_interfaces_and_drains_on_sigterm() {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
 
     let mut clients = Vec::new();
-    for transport in [Transport::WebSocket, Transport::Polling, Transport::WebSocket] {
+    for transport in [
+        Transport::WebSocket,
+        Transport::Polling,
+        Transport::WebSocket,
+    ] {
         clients.push(SioClient::connect(addr, transport).await.expect("connects"));
     }
     ecos.sigterm();
     for client in clients.iter_mut() {
-        assert!(client.wait_closed(Duration::from_secs(10)).await, "client closed by the drain");
+        assert!(
+            client.wait_closed(Duration::from_secs(10)).await,
+            "client closed by the drain"
+        );
     }
     let (code, took) = ecos.wait_exit(Duration::from_secs(30)).await;
     assert_eq!(code, Some(0));
@@ -136,10 +159,16 @@ async fn with_only_port_set_it_binds_all_interfaces_and_drains_on_sigterm() {
 #[tokio::test]
 async fn a_second_sigterm_during_the_drain_changes_nothing() {
     let port = free_port();
-    let mut ecos = start(&[("PORT", port.to_string()), ("ECOS_SHUTDOWN__DELAY_SECS", "1".into())]);
-    let _client = SioClient::connect(SocketAddr::from(([127, 0, 0, 1], port)), Transport::WebSocket)
-        .await
-        .expect("connects");
+    let mut ecos = start(&[
+        ("PORT", port.to_string()),
+        ("ECOS_SHUTDOWN__DELAY_SECS", "1".into()),
+    ]);
+    let _client = SioClient::connect(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Transport::WebSocket,
+    )
+    .await
+    .expect("connects");
     ecos.sigterm();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(readyz(port).await.0, 503);
@@ -173,20 +202,40 @@ async fn with_rediss_and_tls_insecure_it_joins_a_self_signed_tls_redis() {
         loop {
             let (status, body) = readyz(port).await;
             if status == 200 {
-                assert!(body["instance"].as_str().is_some_and(|i| i.starts_with("web.")), "{body}");
+                assert!(
+                    body["instance"]
+                        .as_str()
+                        .is_some_and(|i| i.starts_with("web.")),
+                    "{body}"
+                );
                 break;
             }
             assert!(Instant::now() < deadline, "never ready: {body}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let mut sender = SioClient::connect(SocketAddr::from(([127, 0, 0, 1], ports[0])), Transport::WebSocket)
+    let mut sender = SioClient::connect(
+        SocketAddr::from(([127, 0, 0, 1], ports[0])),
+        Transport::WebSocket,
+    )
+    .await
+    .expect("connects");
+    let mut remote = SioClient::connect(
+        SocketAddr::from(([127, 0, 0, 1], ports[1])),
+        Transport::Polling,
+    )
+    .await
+    .expect("connects");
+    assert_eq!(
+        remote.expect_event("welcome").await.args[0]["instance"],
+        json!("web.2")
+    );
+    sender
+        .emit_with_ack("message", vec![json!("via rediss")])
         .await
-        .expect("connects");
-    let mut remote = SioClient::connect(SocketAddr::from(([127, 0, 0, 1], ports[1])), Transport::Polling)
-        .await
-        .expect("connects");
-    assert_eq!(remote.expect_event("welcome").await.args[0]["instance"], json!("web.2"));
-    sender.emit_with_ack("message", vec![json!("via rediss")]).await.expect("ack");
-    assert_eq!(remote.expect_event("message").await.args, vec![json!("via rediss")]);
+        .expect("ack");
+    assert_eq!(
+        remote.expect_event("message").await.args,
+        vec![json!("via rediss")]
+    );
 }
