@@ -6,7 +6,7 @@
 import { describe, it as nodeIt, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import ioV2 from "socket.io-client-v2";
-import { Clients, ack, nextEvent, recorder, startSingle } from "./harness.mjs";
+import { Clients, ack, nextEvent, recorder, startCluster, startSingle } from "./harness.mjs";
 
 const TRANSPORTS = ["websocket", "polling"];
 const TIMEOUT_MS = 5_000;
@@ -61,11 +61,15 @@ function closeV2() {
   v2Sockets.clear();
 }
 
-describe("Engine.IO v3 / socket.io-client@2 with socketio.allow_eio3=true", () => {
+// The v2 client always connects to the last instance and v4 clients start at
+// the first, so in the cluster every exchange between them crosses Redis.
+function eio3Suite(title, start) {
+describe(title, () => {
   let topo;
   const clients = new Clients(() => topo);
+  const oldServer = () => topo.servers[topo.servers.length - 1];
   before(async () => {
-    topo = await startSingle({ id: "js-eio3", env: { ECOS_SOCKETIO__ALLOW_EIO3: "true" } });
+    topo = await start();
   });
   afterEach(async () => {
     closeV2();
@@ -80,12 +84,12 @@ describe("Engine.IO v3 / socket.io-client@2 with socketio.allow_eio3=true", () =
   for (const transport of TRANSPORTS) {
     describe(`over ${transport}`, () => {
       it("connects and gets welcome with its id and the instance", async () => {
-        const { socket, welcome } = await connectV2(topo.servers[0], transport);
-        assert.deepEqual(welcome, { id: socket.id, instance: "js-eio3" });
+        const { socket, welcome } = await connectV2(oldServer(), transport);
+        assert.deepEqual(welcome, { id: socket.id, instance: oldServer().id });
       });
 
       it("message from v2 reaches a v4 client, not the sender, and is acked", async () => {
-        const { socket: old } = await connectV2(topo.servers[0], transport);
+        const { socket: old } = await connectV2(oldServer(), transport);
         const { socket: modern } = await clients.connect(transport);
         const self = recorder(old, "message");
         const data = { from: "v2", list: [1, "two"], bytes: Buffer.from([1, 2, 3]) };
@@ -96,7 +100,7 @@ describe("Engine.IO v3 / socket.io-client@2 with socketio.allow_eio3=true", () =
       });
 
       it("message from v4 reaches the v2 client (text)", async () => {
-        const { socket: old } = await connectV2(topo.servers[0], transport);
+        const { socket: old } = await connectV2(oldServer(), transport);
         const { socket: modern } = await clients.connect(transport);
         const data = { from: "v4", text: "héllo ✓", n: 42 };
         const got = nextV2(old, "message");
@@ -106,7 +110,7 @@ describe("Engine.IO v3 / socket.io-client@2 with socketio.allow_eio3=true", () =
 
       it("join and room:message between v2 and v4", async () => {
         const room = `eio3-${transport}`;
-        const { socket: old } = await connectV2(topo.servers[0], transport);
+        const { socket: old } = await connectV2(oldServer(), transport);
         const { socket: modern } = await clients.connect(transport);
         assert.deepEqual(await ackV2(old, "join", room), { ok: true, room });
         const got = nextV2(old, "room:message");
@@ -116,7 +120,7 @@ describe("Engine.IO v3 / socket.io-client@2 with socketio.allow_eio3=true", () =
       });
 
       it("latency: the v2 client answers the server's ack request", async () => {
-        const { socket: old } = await connectV2(topo.servers[0], transport);
+        const { socket: old } = await connectV2(oldServer(), transport);
         old.on("latency", (info, answer) => answer());
         const reply = await ackV2(old, "latency");
         assert.equal(reply.ok, true, JSON.stringify(reply));
@@ -126,7 +130,7 @@ describe("Engine.IO v3 / socket.io-client@2 with socketio.allow_eio3=true", () =
   }
 
   it("binary from v4 reaches the v2 client over websocket", async () => {
-    const { socket: old } = await connectV2(topo.servers[0], "websocket");
+    const { socket: old } = await connectV2(oldServer(), "websocket");
     const { socket: modern } = await clients.connect("websocket");
     const data = { bytes: Buffer.from([4, 5, 6]) };
     const got = nextV2(old, "message");
@@ -144,6 +148,15 @@ describe("Engine.IO v3 / socket.io-client@2 with socketio.allow_eio3=true", () =
   // (`transport/ws.rs`) handles both variants, hence the test above passes.
   nodeIt.todo("binary from v4 reaches the v2 client over polling (engineioxide: Permit::emit_many sends Packet::Binary to EIO3 sessions)");
 });
+}
+
+const EIO3_ENV = { ECOS_SOCKETIO__ALLOW_EIO3: "true" };
+eio3Suite("Engine.IO v3 / socket.io-client@2 with socketio.allow_eio3=true (single instance)", () =>
+  startSingle({ id: "js-eio3", env: EIO3_ENV }),
+);
+eio3Suite("Engine.IO v3 / socket.io-client@2 with socketio.allow_eio3=true (3-instance cluster)", () =>
+  startCluster({ ids: ["js-eio3-a", "js-eio3-b", "js-eio3-c"], env: EIO3_ENV }),
+);
 
 describe("Engine.IO v3 refused by default (socketio.allow_eio3=false)", () => {
   let topo;
