@@ -30,21 +30,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = Settings::for_tests("test");
     tweak(&mut settings);
     let app = Application::build(settings).await.expect("app builds");
-    let addr = SocketAddr::from(([127, 0, 0, 1], app.port()));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client");
-    TestApp {
-        addr,
-        http,
-        stop: Some(stop),
-        task: Some(task),
-    }
+    spawn_built(app).await
 }
 
 /// Runs an application the test built itself (e.g. with `Application::build_with`
