@@ -1,0 +1,602 @@
+//! `ecos-bench`: a load generator for ecos and any Socket.IO v5 server with the
+//! same `welcome` / `message` contract (see README.md and docs/performance.md).
+//!
+//! It speaks raw Engine.IO 4 / Socket.IO 5 over WebSocket, one tokio task per
+//! connection, and parses only what it needs: the open packet, the namespace
+//! connect, `welcome`, pings, `message` events and acks. N clients connect
+//! (round robin over the given URLs); once every client has its `welcome`, a
+//! few designated senders emit `message` with `{"t": <ns since a shared
+//! instant>, "seq": n}` at a fixed aggregate rate (open loop, driven by a
+//! ticker) or as fast as possible. Every client records `now - t` of each
+//! `message` it receives in an HDR histogram and counts the deliveries.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+/// Latency histograms are sharded so connection tasks rarely share a lock.
+const SHARDS: usize = 32;
+/// Highest latency the histograms hold, in microseconds (60 s); above is clamped.
+const MAX_LATENCY_US: u64 = 60_000_000;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ecos-bench",
+    about = "Socket.IO load generator: N WebSocket clients, a few senders broadcasting `message`, latency and delivery figures."
+)]
+struct Args {
+    /// Server base URL, e.g. http://127.0.0.1:3000. Repeat it for several
+    /// instances: clients are spread over them round robin.
+    #[arg(long = "url", required = true)]
+    urls: Vec<String>,
+    /// Number of clients to connect.
+    #[arg(long, default_value_t = 1000)]
+    clients: usize,
+    /// How many of the clients send (the first ones, so they are spread over the URLs too).
+    #[arg(long, default_value_t = 2)]
+    senders: usize,
+    /// Aggregate broadcasts per second over all senders; 0 = as fast as possible.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Number of broadcasts to send (0 = none: connect, measure memory, leave).
+    #[arg(long, conflicts_with = "duration")]
+    count: Option<u64>,
+    /// Sending time in seconds (count = rate x duration). Default: 10 s.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Extra bytes of padding in each message's payload.
+    #[arg(long, default_value_t = 0)]
+    payload_bytes: usize,
+    /// Server process(es) to sample for RSS (VmRSS) and CPU time (utime+stime).
+    #[arg(long = "server-pid")]
+    server_pids: Vec<u32>,
+    /// Connection attempts in flight at once (a slot is held until `welcome`).
+    #[arg(long, default_value_t = 100)]
+    connect_concurrency: usize,
+    /// Longest wait for all clients to connect, in seconds.
+    #[arg(long, default_value_t = 120.0)]
+    connect_timeout: f64,
+    /// Pause after all clients are connected, before memory is sampled and sending starts, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    settle: f64,
+    /// After the last send, stop waiting for deliveries once none arrived for this many seconds.
+    #[arg(long, default_value_t = 3.0)]
+    drain: f64,
+    /// Print one JSON line on stdout (the human summary goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Free-form label copied into the output.
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// Nanoseconds since the process-wide epoch shared by every connection.
+fn now_ns() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+struct Shared {
+    delivered: AtomicU64,
+    sent: AtomicU64,
+    acked_ok: AtomicU64,
+    acked_other: AtomicU64,
+    welcomed: AtomicUsize,
+    failed: AtomicUsize,
+    dropped: AtomicUsize,
+    last_welcome_ns: AtomicU64,
+    last_delivery_ns: AtomicU64,
+    settled: Notify,
+    hist: Vec<Mutex<Histogram<u64>>>,
+}
+
+impl Shared {
+    fn new() -> Self {
+        let hist = (0..SHARDS)
+            .map(|_| Mutex::new(Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("histogram bounds")))
+            .collect();
+        Shared {
+            delivered: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            acked_ok: AtomicU64::new(0),
+            acked_other: AtomicU64::new(0),
+            welcomed: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            dropped: AtomicUsize::new(0),
+            last_welcome_ns: AtomicU64::new(0),
+            last_delivery_ns: AtomicU64::new(0),
+            settled: Notify::new(),
+            hist,
+        }
+    }
+}
+
+/// What the main task asks a sender to do.
+enum Cmd {
+    /// Emit one message now.
+    One(u64),
+    /// Emit this many messages back to back, sequence numbers from the first.
+    Burst { first: u64, n: u64 },
+}
+
+/// `http://host:port[/...]` or `ws://host:port` -> (`host:port`, WebSocket URL).
+fn endpoint(url: &str) -> anyhow::Result<(String, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("ws://"))
+        .with_context(|| format!("{url}: only http:// or ws:// URLs (loopback, no TLS)"))?;
+    let host = rest.split('/').next().unwrap_or_default().to_string();
+    if host.is_empty() {
+        bail!("{url}: no host");
+    }
+    let ws = format!("ws://{host}/socket.io/?EIO=4&transport=websocket");
+    Ok((host, ws))
+}
+
+async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return Ok(t.as_str().to_owned()),
+            Some(Ok(Message::Close(_))) | None => bail!("connection closed"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.into()),
+        }
+    }
+}
+
+/// Opens the WebSocket, joins namespace `/` and waits for `welcome`.
+async fn handshake(host: &str, url: &str) -> anyhow::Result<Ws> {
+    let tcp = TcpStream::connect(host).await.with_context(|| format!("connect {host}"))?;
+    tcp.set_nodelay(true)?;
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await.context("websocket upgrade")?;
+    let open = next_text(&mut ws).await?;
+    if !open.starts_with('0') {
+        bail!("expected an Engine.IO open packet, got {open:.80}");
+    }
+    ws.send(Message::text("40")).await?;
+    loop {
+        let t = next_text(&mut ws).await?;
+        if t == "2" {
+            ws.send(Message::text("3")).await?;
+        } else if t.starts_with("44") {
+            bail!("namespace refused: {t:.120}");
+        } else if t.starts_with("42[\"welcome\"") {
+            return Ok(ws);
+        }
+    }
+}
+
+/// Reads the `"t":<digits>` field of a `message` event without a JSON parser.
+fn stamp_of(text: &str) -> Option<u64> {
+    let at = text.find("\"t\":")? + 4;
+    let digits = &text[at..];
+    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
+fn message_packet(seq: u64, padding: &str) -> String {
+    if padding.is_empty() {
+        format!("42{seq}[\"message\",{{\"t\":{},\"seq\":{seq}}}]", now_ns())
+    } else {
+        format!("42{seq}[\"message\",{{\"t\":{},\"seq\":{seq},\"p\":\"{padding}\"}}]", now_ns())
+    }
+}
+
+/// Handles one incoming text frame; `Ok(false)` means the server ended the session.
+async fn on_text(ws: &mut Ws, text: &str, shared: &Shared, shard: usize) -> anyhow::Result<bool> {
+    if text.starts_with("42[\"message\"") {
+        let now = now_ns();
+        if let Some(t) = stamp_of(text) {
+            let us = (now.saturating_sub(t) / 1_000).max(1);
+            shared.hist[shard].lock().unwrap().saturating_record(us);
+        }
+        shared.delivered.fetch_add(1, Ordering::Relaxed);
+        shared.last_delivery_ns.fetch_max(now, Ordering::Relaxed);
+    } else if text == "2" {
+        ws.send(Message::text("3")).await?;
+    } else if text.starts_with("43") {
+        if text.contains("\"ok\":true") {
+            shared.acked_ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            shared.acked_other.fetch_add(1, Ordering::Relaxed);
+        }
+    } else if text.starts_with('1') || text.starts_with("41") {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn client(
+    idx: usize,
+    host: String,
+    url: String,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    mut cmds: Option<mpsc::UnboundedReceiver<Cmd>>,
+    padding: Arc<str>,
+    total: usize,
+    connect_timeout: Duration,
+) {
+    let permit = slots.acquire_owned().await.expect("semaphore open");
+    let mut ws = match tokio::time::timeout(connect_timeout, handshake(&host, &url)).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            eprintln!("client {idx}: {e:#}");
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+            shared.settled.notify_one();
+            return;
+        }
+        Err(_) => {
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+            shared.settled.notify_one();
+            return;
+        }
+    };
+    drop(permit);
+    shared.last_welcome_ns.fetch_max(now_ns(), Ordering::Relaxed);
+    let done = shared.welcomed.fetch_add(1, Ordering::Relaxed) + 1;
+    if done + shared.failed.load(Ordering::Relaxed) >= total {
+        shared.settled.notify_one();
+    }
+    let shard = idx % SHARDS;
+    loop {
+        tokio::select! {
+            frame = ws.next() => {
+                let keep = match frame {
+                    Some(Ok(Message::Text(t))) => on_text(&mut ws, t.as_str(), &shared, shard).await,
+                    Some(Ok(Message::Close(_))) | None => Ok(false),
+                    Some(Ok(_)) => Ok(true),
+                    Some(Err(e)) => Err(e.into()),
+                };
+                match keep {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(e) => {
+                        eprintln!("client {idx}: {e:#}");
+                        shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+            cmd = async {
+                match cmds.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let result = match cmd {
+                    None => { cmds = None; Ok(()) }
+                    Some(Cmd::One(seq)) => ws.send(Message::text(message_packet(seq, &padding))).await
+                        .map(|_| { shared.sent.fetch_add(1, Ordering::Relaxed); }),
+                    Some(Cmd::Burst { first, n }) => burst(&mut ws, first, n, &padding, &shared).await,
+                };
+                if let Err(e) = result {
+                    eprintln!("client {idx}: send: {e:#}");
+                    shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn burst(ws: &mut Ws, first: u64, n: u64, padding: &str, shared: &Shared) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    for seq in first..first + n {
+        ws.feed(Message::text(message_packet(seq, padding))).await?;
+        shared.sent.fetch_add(1, Ordering::Relaxed);
+        if (seq - first) % 16 == 15 {
+            ws.flush().await?;
+        }
+    }
+    ws.flush().await
+}
+
+/// VmRSS of a process in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// utime + stime of a process in seconds ("self" for this one).
+fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime is field 14, stime field 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((utime + stime) as f64 / ticks)
+}
+
+fn sum_rss(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|p| rss_kib(*p)).sum()
+}
+
+fn sum_cpu(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|p| cpu_secs(&p.to_string())).sum()
+}
+
+/// Raises the soft open-files limit to the hard one (10k clients need 10k fds).
+fn raise_fd_limit() -> u64 {
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        }
+        lim.rlim_cur as u64
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let _ = now_ns();
+    let fds = raise_fd_limit();
+    if (fds as usize) < args.clients + 64 {
+        eprintln!("warning: open-files limit is {fds}, below {} clients", args.clients);
+    }
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?;
+    let code = rt.block_on(run(args, threads))?;
+    // Exit without waiting for thousands of connection tasks to wind down.
+    std::process::exit(code);
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.4}", x)
+}
+
+async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
+    if args.clients < 2 {
+        bail!("--clients must be at least 2");
+    }
+    let senders = args.senders.clamp(1, args.clients);
+    let count = match (args.count, args.duration) {
+        (Some(c), _) => c,
+        (None, d) => {
+            if args.rate <= 0.0 {
+                bail!("--rate 0 (as fast as possible) needs --count");
+            }
+            (args.rate * d.unwrap_or(10.0)).round() as u64
+        }
+    };
+    let endpoints: Vec<(String, String)> = args.urls.iter().map(|u| endpoint(u)).collect::<Result<_, _>>()?;
+    let padding: Arc<str> = "x".repeat(args.payload_bytes).into();
+    let shared = Arc::new(Shared::new());
+    let slots = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    let connect_timeout = Duration::from_secs_f64(args.connect_timeout);
+
+    let rss_before = sum_rss(&args.server_pids);
+
+    // Connect everybody.
+    let connect_cpu0 = (sum_cpu(&args.server_pids), cpu_secs("self"));
+    let connect_start = now_ns();
+    let mut txs = Vec::with_capacity(senders);
+    for idx in 0..args.clients {
+        let (host, url) = endpoints[idx % endpoints.len()].clone();
+        let rx = if idx < senders {
+            let (tx, rx) = mpsc::unbounded_channel();
+            txs.push(tx);
+            Some(rx)
+        } else {
+            None
+        };
+        tokio::spawn(client(
+            idx,
+            host,
+            url,
+            shared.clone(),
+            slots.clone(),
+            rx,
+            padding.clone(),
+            args.clients,
+            connect_timeout,
+        ));
+    }
+    let deadline = Instant::now() + connect_timeout + Duration::from_secs(5);
+    loop {
+        let settled = shared.welcomed.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed);
+        if settled >= args.clients || Instant::now() >= deadline {
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), shared.settled.notified()).await;
+    }
+    let connected = shared.welcomed.load(Ordering::Relaxed);
+    let failed = shared.failed.load(Ordering::Relaxed);
+    let connect_secs = (shared.last_welcome_ns.load(Ordering::Relaxed).saturating_sub(connect_start)) as f64 / 1e9;
+    // CPU shares over the connect phase (from the first attempt to now), to tell
+    // whether the server or the generator limited the connect time.
+    let connect_wall = (now_ns() - connect_start) as f64 / 1e9;
+    let connect_server_util = match (connect_cpu0.0, sum_cpu(&args.server_pids)) {
+        (Some(a), Some(b)) if connect_wall > 0.0 => Some((b - a) / connect_wall),
+        _ => None,
+    };
+    let connect_bench_util = match (connect_cpu0.1, cpu_secs("self")) {
+        (Some(a), Some(b)) if connect_wall > 0.0 => Some((b - a) / connect_wall / threads as f64),
+        _ => None,
+    };
+    tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
+    let rss_connected = sum_rss(&args.server_pids);
+
+    // Send.
+    let holding = connected - shared.dropped.load(Ordering::Relaxed).min(connected);
+    let cpu0 = sum_cpu(&args.server_pids);
+    let bench_cpu0 = cpu_secs("self");
+    let send_start = now_ns();
+    if count > 0 && connected >= 2 {
+        if args.rate > 0.0 {
+            let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            for seq in 0..count {
+                ticker.tick().await;
+                let _ = txs[(seq as usize) % txs.len()].send(Cmd::One(seq));
+            }
+        } else {
+            let per = count / txs.len() as u64;
+            let extra = count % txs.len() as u64;
+            let mut first = 0;
+            for (i, tx) in txs.iter().enumerate() {
+                let n = per + u64::from((i as u64) < extra);
+                let _ = tx.send(Cmd::Burst { first, n });
+                first += n;
+            }
+        }
+    }
+    drop(txs);
+    // Wait until every send went out, then for deliveries to stop coming.
+    let send_deadline = Instant::now() + Duration::from_secs(30);
+    while count > 0 && shared.sent.load(Ordering::Relaxed) < count && Instant::now() < send_deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let send_end = now_ns();
+    let sent = shared.sent.load(Ordering::Relaxed);
+    let expected = sent * (holding.saturating_sub(1)) as u64;
+    if count > 0 {
+        let mut last_seen = shared.delivered.load(Ordering::Relaxed);
+        let mut last_change = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let d = shared.delivered.load(Ordering::Relaxed);
+            let acks = shared.acked_ok.load(Ordering::Relaxed) + shared.acked_other.load(Ordering::Relaxed);
+            if d >= expected && acks >= sent {
+                break;
+            }
+            if d != last_seen {
+                last_seen = d;
+                last_change = Instant::now();
+            } else if last_change.elapsed().as_secs_f64() >= args.drain {
+                break;
+            }
+        }
+    }
+    let end = now_ns();
+    let cpu1 = sum_cpu(&args.server_pids);
+    let rss_end = sum_rss(&args.server_pids);
+    let bench_cpu1 = cpu_secs("self");
+
+    let delivered = shared.delivered.load(Ordering::Relaxed);
+    let last_delivery = shared.last_delivery_ns.load(Ordering::Relaxed);
+    let active_secs = if delivered > 0 {
+        (last_delivery.saturating_sub(send_start)) as f64 / 1e9
+    } else {
+        0.0
+    };
+    let deliveries_per_sec = if active_secs > 0.0 { delivered as f64 / active_secs } else { 0.0 };
+    let ratio = if expected > 0 { delivered as f64 / expected as f64 } else { 0.0 };
+    let mut hist = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)?;
+    for h in &shared.hist {
+        hist.add(&*h.lock().unwrap())?;
+    }
+    let q = |p: f64| if hist.is_empty() { 0.0 } else { hist.value_at_quantile(p) as f64 / 1000.0 };
+    let (p50, p90, p99, max) = (q(0.5), q(0.9), q(0.99), if hist.is_empty() { 0.0 } else { hist.max() as f64 / 1000.0 });
+    let wall = (end - send_start) as f64 / 1e9;
+    let server_cpu = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let bench_cpu = match (bench_cpu0, bench_cpu1) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let rss_per_conn = match (rss_before, rss_connected) {
+        (Some(a), Some(b)) if connected > 0 => Some((b as f64 - a as f64) / connected as f64),
+        _ => None,
+    };
+    let dropped = shared.dropped.load(Ordering::Relaxed);
+
+    let summary = format!(
+        "ecos-bench {label}\n  clients {connected}/{clients} connected ({failed} failed, {dropped} dropped later) in {connect_secs:.2} s over {nurls} URL(s); CPU while connecting: server {csu}, generator {cbu}\n  \
+         sent {sent} broadcasts from {senders} senders (rate {rate}), send phase {sendp:.2} s\n  \
+         delivered {delivered} of {expected} expected, ratio {ratio}, {dps:.0} deliveries/s; acks ok {aok}, other {aother}\n  \
+         latency ms: p50 {p50:.2}  p90 {p90:.2}  p99 {p99:.2}  max {max:.2}\n  \
+         server RSS KiB: before {rb:?}, connected {rc:?}, end {re:?}; per connection {rpc}\n  \
+         server CPU {scpu} s over {wall:.2} s ({sutil}); {cpd} us CPU per delivery; load generator CPU {bcpu} s in the same span on {threads} thread(s)",
+        label = args.label,
+        csu = connect_server_util.map(|v| format!("{:.0}% of a core", v * 100.0)).unwrap_or_else(|| "n/a".into()),
+        cbu = connect_bench_util.map(|v| format!("{:.0}%", v * 100.0)).unwrap_or_else(|| "n/a".into()),
+        clients = args.clients,
+        nurls = endpoints.len(),
+        rate = if args.rate > 0.0 { format!("{}/s", args.rate) } else { "flat out".into() },
+        sendp = (send_end - send_start) as f64 / 1e9,
+        ratio = pct(ratio),
+        dps = deliveries_per_sec,
+        aok = shared.acked_ok.load(Ordering::Relaxed),
+        aother = shared.acked_other.load(Ordering::Relaxed),
+        rb = rss_before,
+        rc = rss_connected,
+        re = rss_end,
+        rpc = rss_per_conn.map(|v| format!("{v:.1} KiB")).unwrap_or_else(|| "n/a".into()),
+        scpu = server_cpu.map(|v| format!("{v:.2}")).unwrap_or_else(|| "n/a".into()),
+        sutil = server_cpu.map(|v| format!("{:.0}% of a core", 100.0 * v / wall)).unwrap_or_else(|| "n/a".into()),
+        cpd = match server_cpu {
+            Some(v) if delivered > 0 => format!("{:.2}", v * 1e6 / delivered as f64),
+            _ => "n/a".into(),
+        },
+        bcpu = bench_cpu.map(|v| format!("{v:.2}")).unwrap_or_else(|| "n/a".into()),
+    );
+    let json = serde_json::json!({
+        "label": args.label,
+        "urls": args.urls,
+        "clients": args.clients,
+        "connected": connected,
+        "failed": failed,
+        "dropped": dropped,
+        "connect_secs": connect_secs,
+        "connect_server_cpu_util": connect_server_util,
+        "connect_bench_cpu_util": connect_bench_util,
+        "senders": senders,
+        "rate": args.rate,
+        "count": count,
+        "sent": sent,
+        "expected": expected,
+        "delivered": delivered,
+        "ratio": ratio,
+        "acked_ok": shared.acked_ok.load(Ordering::Relaxed),
+        "deliveries_per_sec": deliveries_per_sec,
+        "send_secs": (send_end - send_start) as f64 / 1e9,
+        "latency_ms": { "p50": p50, "p90": p90, "p99": p99, "max": max, "samples": hist.len() },
+        "server_rss_kib": { "before": rss_before, "connected": rss_connected, "end": rss_end },
+        "rss_per_conn_kib": rss_per_conn,
+        "server_cpu_secs": server_cpu,
+        "server_cpu_util": server_cpu.map(|v| v / wall),
+        "server_cpu_us_per_delivery": server_cpu.filter(|_| delivered > 0).map(|v| v * 1e6 / delivered as f64),
+        "bench_cpu_secs": bench_cpu,
+        "bench_cpu_util": bench_cpu.map(|v| v / wall / threads as f64),
+        "bench_threads": threads,
+    });
+    if args.json {
+        eprintln!("{summary}");
+        println!("{json}");
+    } else {
+        println!("{summary}");
+    }
+    Ok(if connected == args.clients { 0 } else { 1 })
+}
