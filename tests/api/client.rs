@@ -857,6 +857,18 @@ async fn ws_reader(
     reader.finish();
 }
 
+/// The next command for a writer, or None once the session is closed or the client dropped.
+async fn next_command(
+    out_rx: &mut mpsc::UnboundedReceiver<Cmd>,
+    closed_rx: &mut watch::Receiver<bool>,
+) -> Option<Cmd> {
+    tokio::select! {
+        biased;
+        cmd = out_rx.recv() => cmd,
+        _ = closed_rx.wait_for(|c| *c) => None,
+    }
+}
+
 async fn ws_writer(
     mut sink: futures_util::stream::SplitSink<WsStream, Message>,
     mut out_rx: mpsc::UnboundedReceiver<Cmd>,
@@ -864,15 +876,9 @@ async fn ws_writer(
     mut closed_rx: watch::Receiver<bool>,
     done_tx: oneshot::Sender<()>,
 ) {
-    loop {
-        let cmd = tokio::select! {
-            biased;
-            cmd = out_rx.recv() => cmd,
-            _ = closed_rx.wait_for(|c| *c) => break,
-        };
+    while let Some(cmd) = next_command(&mut out_rx, &mut closed_rx).await {
         match cmd {
-            None => break,
-            Some(Cmd::Send { frames, done, .. }) => {
+            Cmd::Send { frames, done, .. } => {
                 let mut res = Ok(());
                 for frame in frames {
                     let msg = match frame {
@@ -899,7 +905,7 @@ async fn ws_writer(
                     break;
                 }
             }
-            Some(Cmd::Close { done }) => {
+            Cmd::Close { done } => {
                 let _ = timeout(DEFAULT_TIMEOUT, sink.send(Message::Close(None))).await;
                 shared.mark_closed("closed by client");
                 let _ = done.send(());
@@ -984,15 +990,9 @@ async fn polling_writer(
     mut closed_rx: watch::Receiver<bool>,
     done_tx: oneshot::Sender<()>,
 ) {
-    loop {
-        let cmd = tokio::select! {
-            biased;
-            cmd = out_rx.recv() => cmd,
-            _ = closed_rx.wait_for(|c| *c) => break,
-        };
+    while let Some(cmd) = next_command(&mut out_rx, &mut closed_rx).await {
         match cmd {
-            None => break,
-            Some(Cmd::Send { frames, raw, done }) => {
+            Cmd::Send { frames, raw, done } => {
                 let (res, failed) = match post(&http, &url, encode_payload(frames)).await {
                     Ok(()) => (Ok(()), false),
                     // The server may reject a POST yet keep the session (e.g. a client-sent OPEN),
@@ -1011,7 +1011,7 @@ async fn polling_writer(
                     break;
                 }
             }
-            Some(Cmd::Close { done }) => {
+            Cmd::Close { done } => {
                 let _ = post(&http, &url, "1".to_owned()).await;
                 shared.mark_closed("closed by client");
                 let _ = done.send(());
