@@ -18,6 +18,7 @@ pub const KNOWN_EVENTS: &[&str] = &[
     "join",
     "leave",
     "room:message",
+    "rooms",
     "room:members",
     "room:ask",
     "latency",

@@ -6,6 +6,7 @@
 //! | `message` (data, ack?) | emits `message` (data) to every other socket; acks `{ok: true}` |
 //! | `join` / `leave` (room, ack?) | joins / leaves; acks `{ok: true, room}` or `{ok: false, error}` |
 //! | `room:message` (room, data, ack?) | emits `room:message` (room, data) to the other sockets in the room |
+//! | `rooms` (ack) | acks `{ok, count, rooms}`: every room in the namespace, cluster-wide |
 //! | `room:members` (room, ack) | acks `{ok, room, count, members}`: socket ids in the room, cluster-wide |
 //! | `room:ask` (room, data, ack) | emits `room:ask` (room, data) *with an ack* to the other sockets in the room, cluster-wide; acks `{ok, answers, missed}` |
 //! | `latency` (ack) | emits `latency` to that socket *with an ack*, times the answer, acks `{ok: true, rtt_ms}` |
@@ -52,6 +53,9 @@ pub struct Realtime {
 
 /// Extra time `room:ask` allows after the ack timeout for the adapter's own timeouts to report.
 const ASK_MARGIN: Duration = Duration::from_millis(250);
+
+/// Most rooms listed by `rooms` (the count is always exact).
+pub const MAX_LISTED_ROOMS: usize = 1000;
 
 /// Most socket ids listed by `room:members` (the count is always exact).
 pub const MAX_LISTED_MEMBERS: usize = 1000;
@@ -103,6 +107,7 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(rt): State<Realt
     socket.on("join", on_join::<A>);
     socket.on("leave", on_leave::<A>);
     socket.on("room:message", on_room_message::<A>);
+    socket.on("rooms", on_rooms::<A>);
     socket.on("room:members", on_room_members::<A>);
     socket.on("room:ask", on_room_ask::<A>);
     socket.on("latency", on_latency::<A>);
@@ -209,6 +214,36 @@ async fn on_room_message<A: Adapter>(
         .await;
     count_broadcast(&rt, "room:message", result.as_ref().err());
     reply(ack, &socket, json!({ "ok": true }));
+}
+
+/// Lists every room of the namespace across every instance (the adapter's `rooms`).
+async fn on_rooms<A: Adapter>(socket: SocketRef<A>, ack: AckSender<A>, State(rt): State<Realtime>) {
+    rt.metrics.event_received("rooms");
+    // From a socket, the adapter lists rooms relative to it: `broadcast()`
+    // covers every other socket on every instance, and the caller's own
+    // rooms are local.
+    let others = socket.broadcast().rooms().await;
+    match others.map(|mut rooms| {
+        rooms.extend(socket.rooms());
+        rooms
+    }) {
+        Ok(rooms) => {
+            let mut rooms: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
+            rooms.sort();
+            rooms.dedup();
+            let count = rooms.len();
+            rooms.truncate(MAX_LISTED_ROOMS);
+            reply(
+                ack,
+                &socket,
+                json!({ "ok": true, "count": count, "rooms": rooms }),
+            );
+        }
+        Err(error) => {
+            tracing::warn!(%error, "listing rooms failed");
+            reply(ack, &socket, failure("could not list the rooms; try again"));
+        }
+    }
 }
 
 /// Lists the room's sockets across every instance (the adapter's `fetch_sockets`).

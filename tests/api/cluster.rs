@@ -492,3 +492,23 @@ async fn rediss_verifies_certificates_by_default() {
     );
     assert!(node.metric("ecos_redis_connect_failures_total").await >= 1.0);
 }
+
+#[tokio::test]
+async fn rooms_lists_the_rooms_of_every_instance() {
+    let prefix = unique_prefix("rooms-list");
+    let nodes = spawn_cluster(3, SHARED_REDIS, &prefix).await;
+    let mut asker = nodes[0].client(Transport::WebSocket).await;
+    let mut on_b = nodes[1].client(Transport::Polling).await;
+    let mut on_c = nodes[2].client(Transport::WebSocket).await;
+    on_b.emit_with_ack("join", vec![json!("from-b")])
+        .await
+        .expect("join");
+    on_c.emit_with_ack("join", vec![json!("from-c")])
+        .await
+        .expect("join");
+    let ack = asker.emit_with_ack("rooms", vec![]).await.expect("ack");
+    assert_eq!(
+        ack,
+        vec![json!({ "ok": true, "count": 2, "rooms": ["from-b", "from-c"] })]
+    );
+}

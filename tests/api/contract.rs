@@ -424,3 +424,41 @@ async fn room_ask_gathers_the_other_members_answers() {
         }
     }
 }
+
+#[tokio::test]
+async fn rooms_lists_every_room_of_the_namespace() {
+    let app = spawn_app().await;
+    for transport in TRANSPORTS {
+        let mut a = app.client(transport).await;
+        let mut b = app.client(transport).await;
+        a.emit_with_ack("join", vec![json!("alpha")])
+            .await
+            .expect("join");
+        b.emit_with_ack("join", vec![json!("beta")])
+            .await
+            .expect("join");
+        b.emit_with_ack("join", vec![json!("alpha")])
+            .await
+            .expect("join");
+        let ack = a.emit_with_ack("rooms", vec![]).await.expect("ack");
+        assert_eq!(
+            ack,
+            vec![json!({ "ok": true, "count": 2, "rooms": ["alpha", "beta"] })],
+            "{transport:?}"
+        );
+        a.emit_with_ack("leave", vec![json!("alpha")])
+            .await
+            .expect("leave");
+        for room in ["alpha", "beta"] {
+            b.emit_with_ack("leave", vec![json!(room)])
+                .await
+                .expect("leave");
+        }
+        let ack = a.emit_with_ack("rooms", vec![]).await.expect("ack");
+        assert_eq!(
+            ack,
+            vec![json!({ "ok": true, "count": 0, "rooms": [] })],
+            "{transport:?}"
+        );
+    }
+}
