@@ -29,7 +29,7 @@ use rmpv::Value;
 use serde::Serialize;
 use serde_json::json;
 use socketioxide::{
-    AckError,
+    AckError, ParserError,
     adapter::Adapter,
     extract::{AckSender, Event, SocketRef, State, TryData},
     socket::DisconnectReason,
@@ -165,7 +165,7 @@ enum Membership {
 fn change_membership<A: Adapter>(
     change: Membership,
     socket: SocketRef<A>,
-    room: Result<Value, socketioxide::ParserError>,
+    room: Result<Value, ParserError>,
     ack: AckSender<A>,
     rt: &Realtime,
 ) {
@@ -194,19 +194,9 @@ async fn on_room_message<A: Adapter>(
     State(rt): State<Realtime>,
 ) {
     rt.metrics.event_received("room:message");
-    let (room, data) = match args {
+    let (room, data) = match room_and_data("room:message", args) {
         Ok(args) => args,
-        Err(_) => {
-            return reply(
-                ack,
-                &socket,
-                failure("`room:message` needs two arguments: room and data"),
-            );
-        }
-    };
-    let room = match room_name(&room) {
-        Ok(room) => room,
-        Err(error) => return reply(ack, &socket, failure(error)),
+        Err(error) => return reply(ack, &socket, failure(&error)),
     };
     let result = socket
         .to(room.clone())
@@ -290,16 +280,9 @@ async fn on_room_ask<A: Adapter>(
     State(rt): State<Realtime>,
 ) {
     rt.metrics.event_received("room:ask");
-    let Ok((room, data)) = args else {
-        return reply(
-            ack,
-            &socket,
-            failure("`room:ask` needs two arguments: room and data"),
-        );
-    };
-    let room = match room_name(&room) {
-        Ok(room) => room,
-        Err(error) => return reply(ack, &socket, failure(error)),
+    let (room, data) = match room_and_data("room:ask", args) {
+        Ok(args) => args,
+        Err(error) => return reply(ack, &socket, failure(&error)),
     };
     let sent = socket
         .to(room.clone())
@@ -339,9 +322,7 @@ async fn on_room_ask<A: Adapter>(
         answers,
         missed,
     };
-    if let Err(error) = ack.send(&body) {
-        tracing::debug!(sid = %socket.id, %error, "could not send ack");
-    }
+    reply(ack, &socket, body);
 }
 
 /// Server-to-client acknowledgement: ask the client to ack, report the round trip.
@@ -429,12 +410,22 @@ pub fn room_name(value: &Value) -> Result<String, &'static str> {
     }
 }
 
+/// The (room, data) arguments of `room:message` and `room:ask`, with the room validated.
+fn room_and_data(
+    event: &str,
+    args: Result<(Value, Value), ParserError>,
+) -> Result<(String, Value), String> {
+    let (room, data) = args.map_err(|_| format!("`{event}` needs two arguments: room and data"))?;
+    let room = room_name(&room).map_err(str::to_owned)?;
+    Ok((room, data))
+}
+
 fn failure(error: &str) -> serde_json::Value {
     json!({ "ok": false, "error": error })
 }
 
 /// Sends an ack if the client asked for one; a client that left meanwhile is not an error.
-fn reply<A: Adapter>(ack: AckSender<A>, socket: &SocketRef<A>, body: serde_json::Value) {
+fn reply<A: Adapter, T: Serialize>(ack: AckSender<A>, socket: &SocketRef<A>, body: T) {
     if let Err(error) = ack.send(&body) {
         tracing::debug!(sid = %socket.id, %error, "could not send ack");
     }
