@@ -401,15 +401,16 @@ fn merge(sources: &Sources) -> Result<Config, ConfigError> {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
-        // Parse eagerly so a syntax error names the file rather than surfacing at build().
-        Config::builder()
+        // Parsed on its own so a syntax error names the file; the parsed
+        // config is itself a source for the layered build.
+        let file = Config::builder()
             .add_source(File::from_str(&text, FileFormat::Toml))
             .build()
             .map_err(|e| ConfigError::File {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
+        builder = builder.add_source(file);
     }
     let ecos_env: Map<String, String> = sources
         .env
