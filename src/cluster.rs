@@ -177,12 +177,11 @@ struct Inner {
     /// Channel -> where its messages go. The registry is the truth about
     /// what to subscribe to; the supervisor replays it on every connect.
     subscriptions: Mutex<HashMap<String, mpsc::Sender<ChanItem>>>,
-    /// The command connection while the link is up.
+    /// The command connection while the link is up (both connections up and
+    /// subscribed); `None` is what "down" means everywhere.
     commands: RwLock<Option<MultiplexedConnection>>,
     /// Requests to the supervisor.
     control: mpsc::UnboundedSender<Control>,
-    /// True while both connections are up and subscribed.
-    up: AtomicBool,
     /// Why the link is down, for `/readyz`.
     last_error: Mutex<String>,
     /// Milliseconds since the epoch of the last publish-failure warning.
@@ -247,7 +246,6 @@ impl Cluster {
             subscriptions: Mutex::new(HashMap::new()),
             commands: RwLock::new(None),
             control,
-            up: AtomicBool::new(false),
             last_error: Mutex::new("not connected yet".to_owned()),
             last_publish_warning_ms: AtomicU64::new(0),
             unreported_publish_failures: AtomicU64::new(0),
@@ -308,7 +306,6 @@ fn connection_url(url: &str, tls_insecure: bool) -> String {
 
 impl Inner {
     fn set_down(&self, reason: String) {
-        self.up.store(false, Ordering::SeqCst);
         self.metrics.up.set(0);
         *self.commands.write().unwrap_or_else(|p| p.into_inner()) = None;
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = reason;
@@ -316,8 +313,11 @@ impl Inner {
 
     fn set_up(&self, commands: MultiplexedConnection) {
         *self.commands.write().unwrap_or_else(|p| p.into_inner()) = Some(commands);
-        self.up.store(true, Ordering::SeqCst);
         self.metrics.up.set(1);
+    }
+
+    fn is_up(&self) -> bool {
+        self.commands.read().unwrap_or_else(|p| p.into_inner()).is_some()
     }
 
     fn command_connection(&self) -> Option<MultiplexedConnection> {
@@ -404,7 +404,7 @@ impl Driver for ResilientDriver {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(chan.clone(), tx);
-        if self.inner.up.load(Ordering::SeqCst) {
+        if self.inner.is_up() {
             // Wait (bounded) for Redis to confirm, so a broadcast right after
             // start-up is not missed; if the link is down the supervisor
             // subscribes on reconnect.
@@ -463,7 +463,7 @@ impl AdapterHealth for ClusterHealth {
     }
 
     fn ready(&self) -> Result<(), String> {
-        if self.inner.up.load(Ordering::SeqCst) {
+        if self.inner.is_up() {
             Ok(())
         } else {
             let reason = self
