@@ -317,7 +317,10 @@ impl Inner {
     }
 
     fn is_up(&self) -> bool {
-        self.commands.read().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.commands
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     fn command_connection(&self) -> Option<MultiplexedConnection> {

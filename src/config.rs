@@ -123,8 +123,12 @@ pub struct SocketIoSettings {
     /// Default time the server waits for a client's acknowledgement.
     #[serde(with = "secs", rename = "ack_timeout_secs")]
     pub ack_timeout: Duration,
-    /// Packets queued per connection before emits to it fail.
+    /// Packets queued per connection; a client whose queue overflows is a slow consumer.
     pub max_buffer_packets: usize,
+    /// How long a connection's writes may stay blocked (the client is not
+    /// reading) before it is closed as a slow consumer; `None` when 0 (never).
+    #[serde(with = "opt_secs", rename = "slow_consumer_timeout_secs")]
+    pub slow_consumer_timeout: Option<Duration>,
     /// Packet encoding: `default` or `msgpack`.
     pub parser: SocketIoParser,
     /// Also accept Engine.IO v3 clients (Socket.IO v2, e.g. `socket.io-client@2`).
@@ -138,6 +142,8 @@ pub struct Limits {
     pub max_http_payload_bytes: u64,
     /// Largest WebSocket message, in bytes (the library default of 64 MiB is far too generous).
     pub max_ws_message_bytes: usize,
+    /// Bytes read from a WebSocket per system call, and the read buffer each idle connection holds.
+    pub ws_read_buffer_bytes: usize,
 }
 
 /// Shutdown behaviour.
@@ -218,11 +224,13 @@ const KEYS: &[(&str, &str)] = &[
     ("socketio.ping_timeout_secs", "20"),
     ("socketio.connect_timeout_secs", "45"),
     ("socketio.ack_timeout_secs", "5"),
-    ("socketio.max_buffer_packets", "128"),
+    ("socketio.max_buffer_packets", "1024"),
+    ("socketio.slow_consumer_timeout_secs", "10"),
     ("socketio.parser", "default"),
     ("socketio.allow_eio3", "false"),
     ("limits.max_http_payload_bytes", "1000000"),
     ("limits.max_ws_message_bytes", "1000000"),
+    ("limits.ws_read_buffer_bytes", "1024"),
     ("shutdown.drain_timeout_secs", "25"),
     ("shutdown.delay_secs", "0"),
     ("demo.client_script_path", ""),
@@ -295,6 +303,10 @@ impl Settings {
                     "socketio.max_buffer_packets",
                     &get("socketio.max_buffer_packets"),
                 )?,
+                slow_consumer_timeout: optional_duration(
+                    "socketio.slow_consumer_timeout_secs",
+                    &get("socketio.slow_consumer_timeout_secs"),
+                )?,
                 parser: match get("socketio.parser").trim().to_ascii_lowercase().as_str() {
                     "default" => SocketIoParser::Default,
                     "msgpack" => SocketIoParser::Msgpack,
@@ -317,6 +329,10 @@ impl Settings {
                 max_ws_message_bytes: positive(
                     "limits.max_ws_message_bytes",
                     &get("limits.max_ws_message_bytes"),
+                )?,
+                ws_read_buffer_bytes: positive(
+                    "limits.ws_read_buffer_bytes",
+                    &get("limits.ws_read_buffer_bytes"),
                 )?,
             },
             shutdown: shutdown(
@@ -495,6 +511,19 @@ fn duration(key: &'static str, raw: &str) -> Result<Duration, ConfigError> {
     let secs: f64 = parse(key, raw, EXPECTED, "")?;
     if secs.is_finite() && secs > 0.0 && secs < 1.0e9 {
         Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(invalid(key, raw, EXPECTED, ""))
+    }
+}
+
+/// A duration where 0 means "off".
+fn optional_duration(key: &'static str, raw: &str) -> Result<Option<Duration>, ConfigError> {
+    const EXPECTED: &str = "a number of seconds, 0 to turn it off, e.g. 10 or 2.5";
+    let secs: f64 = parse(key, raw, EXPECTED, "")?;
+    if secs == 0.0 {
+        Ok(None)
+    } else if secs.is_finite() && secs > 0.0 && secs < 1.0e9 {
+        Ok(Some(Duration::from_secs_f64(secs)))
     } else {
         Err(invalid(key, raw, EXPECTED, ""))
     }
@@ -694,6 +723,14 @@ mod secs {
     use std::time::Duration;
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+/// Serializes an optional duration as seconds, with 0 for "off".
+mod opt_secs {
+    use std::time::Duration;
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.map_or(0.0, |d| d.as_secs_f64()))
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`startup`]: [`startup::Application`]: bind, wire, serve, drain.
 //! - [`realtime`]: the Socket.IO event contract (handlers, generic over the adapter).
 //! - [`http`]: the demo page, `/healthz`, `/readyz`, `/metrics`, and HTTP middleware.
+//! - [`backpressure`]: slow consumers: the listener that sees stalled writes and closes those clients.
 //! - [`cluster`]: the Redis adapter and its self-healing driver, used when `REDIS_URL` is set.
 //! - [`metrics`]: the Prometheus registry and every metric.
 //! - [`shutdown`]: OS signals and the drain state.
@@ -23,6 +24,7 @@
 //! logging and runs the application; tests build the same application
 //! in-process on port 0.
 
+pub mod backpressure;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -44,8 +44,10 @@ pub struct Metrics {
     pub events_received_total: IntCounterVec,
     /// Broadcasts sent by this instance, by event.
     pub broadcasts_total: IntCounterVec,
-    /// Broadcasts that the adapter failed to send, by event.
+    /// Broadcasts that could not be sent at all (encoding or adapter error), by event.
     pub broadcast_failures_total: IntCounterVec,
+    /// Messages not queued for a socket because its buffer was full, by event.
+    pub messages_dropped_total: IntCounterVec,
     /// Handshakes refused because the instance is draining.
     pub refused_connections_total: IntCounter,
     /// HTTP requests, by route template, method and status.
@@ -89,7 +91,14 @@ impl Metrics {
         let broadcast_failures_total = IntCounterVec::new(
             Opts::new(
                 "broadcast_failures_total",
-                "Broadcasts the adapter failed to send, by event.",
+                "Broadcasts that could not be sent at all (encoding or adapter error), by event.",
+            ),
+            &["event"],
+        )?;
+        let messages_dropped_total = IntCounterVec::new(
+            Opts::new(
+                "messages_dropped_total",
+                "Messages not queued for a socket because its buffer was full (the socket is closed as a slow consumer), by event.",
             ),
             &["event"],
         )?;
@@ -126,6 +135,7 @@ impl Metrics {
         registry.register(Box::new(events_received_total.clone()))?;
         registry.register(Box::new(broadcasts_total.clone()))?;
         registry.register(Box::new(broadcast_failures_total.clone()))?;
+        registry.register(Box::new(messages_dropped_total.clone()))?;
         registry.register(Box::new(refused_connections_total.clone()))?;
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(http_request_duration_seconds.clone()))?;
@@ -144,6 +154,7 @@ impl Metrics {
             events_received_total,
             broadcasts_total,
             broadcast_failures_total,
+            messages_dropped_total,
             refused_connections_total,
             http_requests_total,
             http_request_duration_seconds,

@@ -29,13 +29,13 @@ use rmpv::Value;
 use serde::Serialize;
 use serde_json::json;
 use socketioxide::{
-    AckError, ParserError,
+    AckError, BroadcastError, ParserError, SocketError,
     adapter::Adapter,
     extract::{AckSender, Event, SocketRef, State, TryData},
     socket::DisconnectReason,
 };
 
-use crate::metrics::Metrics;
+use crate::{backpressure::SlowConsumers, metrics::Metrics};
 
 /// Longest room name accepted, in characters.
 pub const MAX_ROOM_CHARS: usize = 128;
@@ -49,6 +49,8 @@ pub struct Realtime {
     pub metrics: Metrics,
     /// How long `room:ask` waits for the members' answers.
     pub ack_timeout: Duration,
+    /// Closes the connections of clients that stopped reading.
+    pub slow_consumers: SlowConsumers,
 }
 
 /// Extra time `room:ask` allows after the ack timeout for the adapter's own timeouts to report.
@@ -289,7 +291,10 @@ async fn on_room_ask<A: Adapter>(
         .timeout(rt.ack_timeout)
         .emit_with_ack::<_, Value>("room:ask", &(room.as_str(), &data))
         .await;
-    count_broadcast(&rt, "room:ask", sent.as_ref().err());
+    count_broadcast(&rt, "room:ask", None);
+    if let Err(error) = &sent {
+        count_failure(&rt, "room:ask", error);
+    }
     let Ok(stream) = sent else {
         return reply(ack, &socket, failure("could not ask the room; try again"));
     };
@@ -371,12 +376,21 @@ async fn on_disconnect<A: Adapter>(
     State(rt): State<Realtime>,
 ) {
     rt.metrics.connected_sockets.dec();
+    // The transport error a slow consumer's closed connection causes is reported as what it is.
+    let label = if crate::backpressure::closed_as_slow_consumer(&socket.req_parts().extensions) {
+        SLOW_CONSUMER
+    } else {
+        reason_label(reason)
+    };
     rt.metrics
         .disconnections_total
-        .with_label_values(&[reason_label(reason)])
+        .with_label_values(&[label])
         .inc();
-    tracing::info!(sid = %socket.id, reason = reason_label(reason), detail = %reason, "socket disconnected");
+    tracing::info!(sid = %socket.id, reason = label, detail = %reason, "socket disconnected");
 }
+
+/// The disconnect label of a socket whose connection was closed because the client stopped reading.
+pub const SLOW_CONSUMER: &str = "slow_consumer";
 
 /// A stable, bounded metrics label for a disconnect reason.
 pub fn reason_label(reason: DisconnectReason) -> &'static str {
@@ -431,18 +445,43 @@ fn reply<A: Adapter, T: Serialize>(ack: AckSender<A>, socket: &SocketRef<A>, bod
     }
 }
 
-fn count_broadcast<E: std::fmt::Display>(rt: &Realtime, event: &'static str, error: Option<&E>) {
+fn count_broadcast(rt: &Realtime, event: &'static str, error: Option<&BroadcastError>) {
     rt.metrics
         .broadcasts_total
         .with_label_values(&[event])
         .inc();
-    if let Some(error) = error {
-        rt.metrics
-            .broadcast_failures_total
-            .with_label_values(&[event])
-            .inc();
-        tracing::warn!(event, %error, "broadcast failed");
+    match error {
+        None => {}
+        Some(BroadcastError::Socket(errors)) => {
+            // `Closed`: the socket left while the broadcast ran; nothing was lost.
+            let full = errors
+                .iter()
+                .filter(|e| matches!(e, SocketError::InternalChannelFull))
+                .count();
+            if full > 0 {
+                rt.metrics
+                    .messages_dropped_total
+                    .with_label_values(&[event])
+                    .inc_by(full as u64);
+                let closed = rt.slow_consumers.close_stalled();
+                tracing::warn!(
+                    event,
+                    full,
+                    closed,
+                    "buffers full; closed the slow consumers"
+                );
+            }
+        }
+        Some(error) => count_failure(rt, event, error),
     }
+}
+
+fn count_failure(rt: &Realtime, event: &'static str, error: &dyn std::fmt::Display) {
+    rt.metrics
+        .broadcast_failures_total
+        .with_label_values(&[event])
+        .inc();
+    tracing::warn!(event, %error, "broadcast failed");
 }
 
 #[cfg(test)]

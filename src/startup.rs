@@ -13,6 +13,7 @@ use socketioxide::{ParserConfig, SocketIo, adapter::LocalAdapter, layer::SocketI
 use tokio::net::TcpListener;
 
 use crate::{
+    backpressure::{GuardedListener, Peer, SlowConsumers},
     cluster::{Cluster, ClusterAdapter, ClusterError},
     config::{Settings, SocketIoParser},
     http::{self, AdapterHealth, HttpState, MemoryAdapterHealth},
@@ -135,6 +136,8 @@ impl Setup for EcosContract {
 pub struct Application {
     /// The bound listener; binding happens in `build` so the port is known before running.
     listener: TcpListener,
+    /// Finds and closes clients that stopped reading.
+    slow_consumers: SlowConsumers,
     /// The full router: HTTP routes plus the Socket.IO layer.
     router: Router,
     /// Socket.IO handle used to close sessions on drain.
@@ -166,10 +169,12 @@ impl Application {
         let metrics = Metrics::new(&settings.instance_id, VERSION)?;
         let lifecycle = Arc::new(Lifecycle::new());
         let instance_id: Arc<str> = Arc::from(settings.instance_id.as_str());
+        let slow_consumers = SlowConsumers::new(settings.socketio.slow_consumer_timeout);
         let realtime = Realtime {
             instance_id: instance_id.clone(),
             metrics: metrics.clone(),
             ack_timeout: settings.socketio.ack_timeout,
+            slow_consumers: slow_consumers.clone(),
         };
 
         let client_script = match &settings.demo.client_script_path {
@@ -241,6 +246,7 @@ impl Application {
 
         Ok(Self {
             listener,
+            slow_consumers,
             router,
             io,
             lifecycle,
@@ -284,6 +290,7 @@ impl Application {
         let addr = self.local_addr();
         let Application {
             listener,
+            slow_consumers,
             router,
             io,
             lifecycle,
@@ -295,11 +302,16 @@ impl Application {
         let stop_accepting = Arc::new(tokio::sync::Notify::new());
         let server = {
             let stop_accepting = stop_accepting.clone();
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop_accepting.notified().await })
-                .into_future()
+            let listener = GuardedListener::new(listener, slow_consumers.clone());
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<Peer>(),
+            )
+            .with_graceful_shutdown(async move { stop_accepting.notified().await })
+            .into_future()
         };
         let mut server = tokio::spawn(server);
+        let _sweeper = slow_consumers.spawn_sweeper();
 
         lifecycle.set_serving();
         tracing::info!(
@@ -385,6 +397,7 @@ fn socketio_builder(settings: &Settings) -> socketioxide::SocketIoBuilder {
         .ack_timeout(s.ack_timeout)
         .max_buffer_size(s.max_buffer_packets)
         .max_payload(limits.max_http_payload_bytes)
+        .ws_read_buffer_size(limits.ws_read_buffer_bytes)
         .ws_max_message_size(limits.max_ws_message_bytes)
         // A single frame can never be larger than a whole message.
         .ws_max_frame_size(limits.max_ws_message_bytes);
