@@ -1,7 +1,7 @@
 //! `ecos-bench`: a load generator for ecos and any Socket.IO v5 server with the
 //! same `welcome` / `message` contract (see README.md and docs/performance.md).
 //!
-//! It speaks raw Engine.IO 4 / Socket.IO 5 over WebSocket, one tokio task per
+//! It speaks raw Engine.IO 4 / Socket.IO 5 over WebSocket (framing in `wire`), one tokio task per
 //! connection, and parses only what it needs: the open packet, the namespace
 //! connect, `welcome`, pings, `message` events and acks. N clients connect
 //! (round robin over the given URLs); once every client has its `welcome`, a
@@ -16,13 +16,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore, mpsc};
-use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+mod wire;
+use wire::{Frame, Ws};
 
 /// Latency histograms are sharded so connection tasks rarely share a lock.
 const SHARDS: usize = 32;
@@ -130,7 +128,7 @@ enum Cmd {
     Burst { first: u64, n: u64 },
 }
 
-/// `http://host:port[/...]` or `ws://host:port` -> (`host:port`, WebSocket URL).
+/// `http://host:port[/...]` or `ws://host:port` -> (`host:port`, Engine.IO WebSocket path).
 fn endpoint(url: &str) -> anyhow::Result<(String, String)> {
     let rest = url
         .strip_prefix("http://")
@@ -140,39 +138,84 @@ fn endpoint(url: &str) -> anyhow::Result<(String, String)> {
     if host.is_empty() {
         bail!("{url}: no host");
     }
-    let ws = format!("ws://{host}/socket.io/?EIO=4&transport=websocket");
-    Ok((host, ws))
+    Ok((host, "/socket.io/?EIO=4&transport=websocket".to_string()))
 }
 
-async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => return Ok(t.as_str().to_owned()),
-            Some(Ok(Message::Close(_))) | None => bail!("connection closed"),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(e.into()),
+/// What a frame from the server means to a client.
+enum Kind {
+    /// Engine.IO open packet.
+    Open,
+    /// Engine.IO ping: answer with a pong.
+    EioPing,
+    /// The namespace refused the connection.
+    Refused(String),
+    /// The `welcome` event: connected.
+    Welcome,
+    /// A `message` event, with its send stamp when it has one.
+    Message(Option<u64>),
+    /// An ack to one of our emits; true when it said `ok: true`.
+    Ack(bool),
+    /// The server ended the session.
+    End,
+    /// A WebSocket ping, to be answered with its payload.
+    WsPing(Vec<u8>),
+    /// Anything else.
+    Nothing,
+}
+
+fn classify(frame: Frame<'_>) -> Kind {
+    match frame {
+        Frame::Text(t) => {
+            if t.starts_with("42[\"message\"") {
+                Kind::Message(stamp_of(t))
+            } else if t == "2" {
+                Kind::EioPing
+            } else if t.starts_with("43") {
+                Kind::Ack(t.contains("\"ok\":true"))
+            } else if t.starts_with("42[\"welcome\"") {
+                Kind::Welcome
+            } else if t.starts_with("44") {
+                Kind::Refused(t.chars().take(120).collect())
+            } else if t.starts_with('0') {
+                Kind::Open
+            } else if t.starts_with('1') || t.starts_with("41") {
+                Kind::End
+            } else {
+                Kind::Nothing
+            }
         }
+        Frame::Ping(p) => Kind::WsPing(p.to_vec()),
+        Frame::Close => Kind::End,
+        Frame::Other => Kind::Nothing,
     }
 }
 
 /// Opens the WebSocket, joins namespace `/` and waits for `welcome`.
-async fn handshake(host: &str, url: &str) -> anyhow::Result<Ws> {
-    let tcp = TcpStream::connect(host).await.with_context(|| format!("connect {host}"))?;
-    tcp.set_nodelay(true)?;
-    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await.context("websocket upgrade")?;
-    let open = next_text(&mut ws).await?;
-    if !open.starts_with('0') {
-        bail!("expected an Engine.IO open packet, got {open:.80}");
-    }
-    ws.send(Message::text("40")).await?;
+async fn handshake(host: &str, path: &str, seed: u32) -> anyhow::Result<Ws> {
+    let mut ws = Ws::connect(host, path, seed).await?;
+    let mut opened = false;
     loop {
-        let t = next_text(&mut ws).await?;
-        if t == "2" {
-            ws.send(Message::text("3")).await?;
-        } else if t.starts_with("44") {
-            bail!("namespace refused: {t:.120}");
-        } else if t.starts_with("42[\"welcome\"") {
-            return Ok(ws);
+        while let Some(frame) = ws.next_frame()? {
+            match classify(frame) {
+                Kind::Open if !opened => {
+                    opened = true;
+                    ws.queue_text("40");
+                }
+                _ if !opened => bail!("expected an Engine.IO open packet first"),
+                Kind::EioPing => ws.queue_text("3"),
+                Kind::WsPing(p) => ws.queue(0xA, &p),
+                Kind::Refused(t) => bail!("namespace refused: {t}"),
+                Kind::End => bail!("connection closed"),
+                Kind::Welcome => {
+                    ws.flush().await?;
+                    return Ok(ws);
+                }
+                _ => {}
+            }
+        }
+        ws.flush().await?;
+        if ws.fill().await? == 0 {
+            bail!("connection closed");
         }
     }
 }
@@ -193,35 +236,45 @@ fn message_packet(seq: u64, padding: &str) -> String {
     }
 }
 
-/// Handles one incoming text frame; `Ok(false)` means the server ended the session.
-async fn on_text(ws: &mut Ws, text: &str, shared: &Shared, shard: usize) -> anyhow::Result<bool> {
-    if text.starts_with("42[\"message\"") {
-        let now = now_ns();
-        if let Some(t) = stamp_of(text) {
-            let us = (now.saturating_sub(t) / 1_000).max(1);
-            shared.hist[shard].lock().unwrap().saturating_record(us);
+/// Handles every frame already read; `Ok(false)` means the server ended the session.
+fn on_frames(ws: &mut Ws, shared: &Shared, shard: usize) -> anyhow::Result<bool> {
+    while let Some(frame) = ws.next_frame()? {
+        match classify(frame) {
+            Kind::Message(stamp) => {
+                let now = now_ns();
+                if let Some(t) = stamp {
+                    let us = (now.saturating_sub(t) / 1_000).max(1);
+                    shared.hist[shard].lock().unwrap().saturating_record(us);
+                }
+                shared.delivered.fetch_add(1, Ordering::Relaxed);
+                shared.last_delivery_ns.fetch_max(now, Ordering::Relaxed);
+            }
+            Kind::EioPing => ws.queue_text("3"),
+            Kind::WsPing(p) => ws.queue(0xA, &p),
+            Kind::Ack(true) => {
+                shared.acked_ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Kind::Ack(false) => {
+                shared.acked_other.fetch_add(1, Ordering::Relaxed);
+            }
+            Kind::End => return Ok(false),
+            _ => {}
         }
-        shared.delivered.fetch_add(1, Ordering::Relaxed);
-        shared.last_delivery_ns.fetch_max(now, Ordering::Relaxed);
-    } else if text == "2" {
-        ws.send(Message::text("3")).await?;
-    } else if text.starts_with("43") {
-        if text.contains("\"ok\":true") {
-            shared.acked_ok.fetch_add(1, Ordering::Relaxed);
-        } else {
-            shared.acked_other.fetch_add(1, Ordering::Relaxed);
-        }
-    } else if text.starts_with('1') || text.starts_with("41") {
-        return Ok(false);
     }
     Ok(true)
+}
+
+/// What woke a client up.
+enum Wake {
+    Read(anyhow::Result<usize>),
+    Cmd(Option<Cmd>),
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn client(
     idx: usize,
     host: String,
-    url: String,
+    path: String,
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
     mut cmds: Option<mpsc::UnboundedReceiver<Cmd>>,
@@ -230,7 +283,7 @@ async fn client(
     connect_timeout: Duration,
 ) {
     let permit = slots.acquire_owned().await.expect("semaphore open");
-    let mut ws = match tokio::time::timeout(connect_timeout, handshake(&host, &url)).await {
+    let mut ws = match tokio::time::timeout(connect_timeout, handshake(&host, &path, idx as u32 + 1)).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             eprintln!("client {idx}: {e:#}");
@@ -251,53 +304,48 @@ async fn client(
         shared.settled.notify_one();
     }
     let shard = idx % SHARDS;
-    loop {
-        tokio::select! {
-            frame = ws.next() => {
-                let keep = match frame {
-                    Some(Ok(Message::Text(t))) => on_text(&mut ws, t.as_str(), &shared, shard).await,
-                    Some(Ok(Message::Close(_))) | None => Ok(false),
-                    Some(Ok(_)) => Ok(true),
-                    Some(Err(e)) => Err(e.into()),
-                };
-                match keep {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        shared.dropped.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                    Err(e) => {
-                        eprintln!("client {idx}: {e:#}");
-                        shared.dropped.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                }
+    let result: anyhow::Result<()> = async {
+        loop {
+            if !on_frames(&mut ws, &shared, shard)? {
+                bail!("session ended by the server");
             }
-            cmd = async {
-                match cmds.as_mut() {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
+            ws.flush().await?;
+            let wake = tokio::select! {
+                n = ws.fill() => Wake::Read(n),
+                cmd = async {
+                    match cmds.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => Wake::Cmd(cmd),
+            };
+            match wake {
+                Wake::Read(n) => {
+                    if n? == 0 {
+                        bail!("connection closed");
+                    }
                 }
-            } => {
-                let result = match cmd {
-                    None => { cmds = None; Ok(()) }
-                    Some(Cmd::One(seq)) => ws.send(Message::text(message_packet(seq, &padding))).await
-                        .map(|_| { shared.sent.fetch_add(1, Ordering::Relaxed); }),
-                    Some(Cmd::Burst { first, n }) => burst(&mut ws, first, n, &padding, &shared).await,
-                };
-                if let Err(e) = result {
-                    eprintln!("client {idx}: send: {e:#}");
-                    shared.dropped.fetch_add(1, Ordering::Relaxed);
-                    return;
+                Wake::Cmd(None) => cmds = None,
+                Wake::Cmd(Some(Cmd::One(seq))) => {
+                    ws.send_text(&message_packet(seq, &padding)).await?;
+                    shared.sent.fetch_add(1, Ordering::Relaxed);
                 }
+                Wake::Cmd(Some(Cmd::Burst { first, n })) => burst(&mut ws, first, n, &padding, &shared).await?,
             }
         }
     }
+    .await;
+    if let Err(e) = result {
+        if !e.to_string().starts_with("session ended") {
+            eprintln!("client {idx}: {e:#}");
+        }
+        shared.dropped.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
-async fn burst(ws: &mut Ws, first: u64, n: u64, padding: &str, shared: &Shared) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+async fn burst(ws: &mut Ws, first: u64, n: u64, padding: &str, shared: &Shared) -> anyhow::Result<()> {
     for seq in first..first + n {
-        ws.feed(Message::text(message_packet(seq, padding))).await?;
+        ws.queue_text(&message_packet(seq, padding));
         shared.sent.fetch_add(1, Ordering::Relaxed);
         if (seq - first) % 16 == 15 {
             ws.flush().await?;
@@ -361,10 +409,16 @@ fn main() -> anyhow::Result<()> {
         eprintln!("warning: open-files limit is {fds}, below {} clients", args.clients);
     }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()?;
+    // On one core (the usual `taskset -c 1` run) a single-threaded runtime
+    // skips the work-stealing machinery, which is pure overhead there.
+    let rt = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
     let code = rt.block_on(run(args, threads))?;
     // Exit without waiting for thousands of connection tasks to wind down.
     std::process::exit(code);
