@@ -38,7 +38,6 @@ const PAGE_TEMPLATE: &str = include_str!("../static/index.html");
 const SCRIPT_PLACEHOLDER: &str = "<!--ECOS_CLIENT_SCRIPT-->";
 
 /// State shared by the HTTP routes and middleware.
-#[derive(Clone)]
 pub struct HttpState {
     /// Drain and readiness state.
     pub lifecycle: Arc<Lifecycle>,
@@ -109,6 +108,9 @@ pub fn router_with<A: Adapter>(
     cors: &CorsPolicy,
     mount: impl FnOnce(Router) -> Router,
 ) -> Router {
+    // Every middleware takes its own copy of the state per request: one
+    // reference count to bump rather than a dozen.
+    let state = Arc::new(state);
     let routes = Router::new()
         .route("/", get(page))
         .route("/healthz", get(healthz))
@@ -135,7 +137,7 @@ pub fn router_with<A: Adapter>(
         .layer(middleware::from_fn_with_state(state, observe))
 }
 
-async fn page(State(state): State<HttpState>) -> Html<Bytes> {
+async fn page(State(state): State<Arc<HttpState>>) -> Html<Bytes> {
     Html(state.page.clone())
 }
 
@@ -143,7 +145,7 @@ async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, Json(json!({ "status": "alive" })))
 }
 
-async fn readyz(State(state): State<HttpState>) -> Response {
+async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     let adapter = state.adapter.name();
     let not_ready = if state.lifecycle.is_draining() {
         Some((
@@ -177,7 +179,7 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-async fn metrics(State(state): State<HttpState>) -> Response {
+async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     match state.metrics.render() {
         Ok(text) => (
             [(
@@ -196,7 +198,7 @@ async fn metrics(State(state): State<HttpState>) -> Response {
 
 /// Serves the configured local browser client before socketioxide claims the path.
 async fn local_client_script(
-    State(state): State<HttpState>,
+    State(state): State<Arc<HttpState>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -220,7 +222,7 @@ async fn local_client_script(
 /// so the client retries and the router sends it to another instance; requests
 /// of existing sessions pass until those sessions are closed.
 async fn refuse_new_sessions_while_draining(
-    State(state): State<HttpState>,
+    State(state): State<Arc<HttpState>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -251,7 +253,7 @@ async fn refuse_new_sessions_while_draining(
 /// session would pin that buffer. Copying the few hundred bytes that matter lets
 /// it go: about 16 KiB less per idle connection (docs/performance.md).
 async fn compact_engine_request_head(
-    State(state): State<HttpState>,
+    State(state): State<Arc<HttpState>>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -279,7 +281,7 @@ async fn compact_engine_request_head(
 
 /// Counts and times every request by route template and logs it with the
 /// router's `X-Request-ID`, so a line here can be matched to the router's log.
-async fn observe(State(state): State<HttpState>, request: Request, next: Next) -> Response {
+async fn observe(State(state): State<Arc<HttpState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let route = route_label(&request, state.engine_path);
