@@ -79,8 +79,14 @@ pub struct Settings {
     pub port: u16,
     /// Address to bind; `0.0.0.0` because platform routers connect from outside the container.
     pub bind_address: IpAddr,
+    /// Connections the kernel queues for ecos to accept; a reconnect storm
+    /// after a deploy overflows a short queue, and each dropped SYN costs its
+    /// client a 1 s retransmission (the kernel caps it at `net.core.somaxconn`).
+    pub listen_backlog: u32,
     /// Name of this instance in logs, metrics and the `welcome` event.
     pub instance_id: String,
+    /// Async runtime settings.
+    pub runtime: RuntimeSettings,
     /// Logging settings.
     pub log: LogSettings,
     /// Cross-origin policy for the HTTP transport.
@@ -96,6 +102,26 @@ pub struct Settings {
     pub demo: DemoSettings,
     /// Redis connection for the cluster adapter; `None` runs a single in-memory instance.
     pub redis: RedisSettings,
+}
+
+/// Async runtime settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuntimeSettings {
+    /// Threads that run connections; 0 means one per CPU the process may use.
+    /// Platforms often show more CPUs than a small container's share (a
+    /// Heroku standard dyno sees the host's), where fewer threads do as well.
+    pub worker_threads: usize,
+}
+
+impl RuntimeSettings {
+    /// The number of worker threads to start: the setting, or one per usable CPU.
+    pub fn effective_worker_threads(&self) -> usize {
+        if self.worker_threads > 0 {
+            self.worker_threads
+        } else {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        }
+    }
 }
 
 /// Logging settings.
@@ -216,7 +242,9 @@ impl Sources {
 const KEYS: &[(&str, &str)] = &[
     ("port", "3000"),
     ("bind_address", "0.0.0.0"),
+    ("listen_backlog", "1024"),
     ("instance_id", ""),
+    ("runtime.worker_threads", "0"),
     ("log.format", "text"),
     ("log.level", "info"),
     ("cors.allowed_origins", ""),
@@ -272,7 +300,21 @@ impl Settings {
                 "an IP address such as 0.0.0.0 or ::",
                 "",
             )?,
+            listen_backlog: bounded(
+                "listen_backlog",
+                &get("listen_backlog"),
+                1..=65535,
+                "a whole number from 1 to 65535",
+            )?,
             instance_id: instance_id(&get("instance_id"), env)?,
+            runtime: RuntimeSettings {
+                worker_threads: bounded(
+                    "runtime.worker_threads",
+                    &get("runtime.worker_threads"),
+                    0..=1024,
+                    "a whole number from 0 (one per CPU) to 1024",
+                )?,
+            },
             log: LogSettings {
                 format: match get("log.format").trim().to_ascii_lowercase().as_str() {
                     "text" => LogFormat::Text,
@@ -502,6 +544,21 @@ fn positive<T: std::str::FromStr + PartialOrd + Default>(
         Ok(value)
     } else {
         Err(invalid(key, raw, "a whole number greater than 0", ""))
+    }
+}
+
+/// A whole number within `range`.
+fn bounded<T: std::str::FromStr + PartialOrd>(
+    key: &'static str,
+    raw: &str,
+    range: std::ops::RangeInclusive<T>,
+    expected: &'static str,
+) -> Result<T, ConfigError> {
+    let value: T = parse(key, raw, expected, "")?;
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid(key, raw, expected, ""))
     }
 }
 

@@ -6,11 +6,10 @@ use ecos::{
     Application, Settings,
     cli::{Cli, Command},
     config::Sources,
-    healthcheck, shutdown, telemetry,
+    healthcheck, shutdown, startup, telemetry,
 };
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     // A bad setting is the operator's mistake, not a crash: one line, exit 2.
     let settings = match Settings::load(&Sources::from_process(cli.config.clone())) {
@@ -24,10 +23,18 @@ async fn main() -> ExitCode {
         print!("{}", settings.to_display_string());
         return ExitCode::SUCCESS;
     }
+    // The runtime is built from the settings, so it comes after them.
+    let runtime = match startup::runtime(&settings.runtime) {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ecos: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Some(Command::Healthcheck { timeout }) = cli.command {
         let addr = SocketAddr::from(([127, 0, 0, 1], settings.port));
         let timeout = Duration::try_from_secs_f64(timeout).unwrap_or(Duration::from_secs(3));
-        return match healthcheck::check(addr, timeout).await {
+        return match runtime.block_on(healthcheck::check(addr, timeout)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("ecos: unhealthy: {error}");
@@ -35,7 +42,7 @@ async fn main() -> ExitCode {
             }
         };
     }
-    match run(settings).await {
+    match runtime.block_on(run(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("ecos: {error:#}");

@@ -10,12 +10,12 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use axum::Router;
 use axum::response::IntoResponse;
 use socketioxide::{ParserConfig, SocketIo, adapter::LocalAdapter, layer::SocketIoLayer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::{
     backpressure::{GuardedListener, Peer, SlowConsumers},
     cluster::{Cluster, ClusterAdapter, ClusterError},
-    config::{Settings, SocketIoParser},
+    config::{RuntimeSettings, Settings, SocketIoParser},
     http::{self, AdapterHealth, HttpState, MemoryAdapterHealth},
     metrics::{Metrics, MetricsError},
     realtime::{self, Realtime},
@@ -162,8 +162,7 @@ impl Application {
     /// Like [`Application::build`], with the namespaces and mounted services of `setup`.
     pub async fn build_with(settings: Settings, setup: impl Setup) -> Result<Self, StartupError> {
         let addr = SocketAddr::new(settings.bind_address, settings.port);
-        let listener = TcpListener::bind(addr)
-            .await
+        let listener = bind(addr, settings.listen_backlog)
             .map_err(|source| StartupError::Bind { addr, source })?;
 
         let metrics = Metrics::new(&settings.instance_id, VERSION)?;
@@ -319,6 +318,8 @@ impl Application {
             version = VERSION,
             instance = %settings.instance_id,
             adapter,
+            workers = tokio::runtime::Handle::current().metrics().num_workers(),
+            listen_backlog = settings.listen_backlog,
             "ecos started"
         );
 
@@ -375,6 +376,33 @@ impl Application {
         server.abort();
         Ok(())
     }
+}
+
+/// The async runtime ecos runs on, with `settings.worker_threads` workers
+/// (one per usable CPU when 0).
+pub fn runtime(settings: &RuntimeSettings) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.effective_worker_threads())
+        .enable_all()
+        .build()
+}
+
+/// Binds `addr` with a listen queue of `backlog` connections.
+///
+/// `TcpListener::bind` asks for 128, which a reconnect storm (every client of
+/// a restarted instance coming back at once) overflows: the kernel then drops
+/// SYNs and each of those clients waits a 1 s retransmission, 3 s for the next.
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted server can bind while old
+    // connections linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// The Socket.IO layer for either adapter, until it is mounted.

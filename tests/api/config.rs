@@ -59,6 +59,9 @@ fn defaults_are_valid_and_production_minded() {
     assert_eq!(s.shutdown.drain_timeout, Duration::from_secs(25));
     assert!(s.instance_id.starts_with("ecos-"), "{}", s.instance_id);
     assert!(s.redis.url.is_none());
+    assert_eq!(s.listen_backlog, 1024);
+    assert_eq!(s.runtime.worker_threads, 0, "one worker per CPU");
+    assert!(s.runtime.effective_worker_threads() >= 1);
 }
 
 #[test]
@@ -240,6 +243,26 @@ fn every_bad_value_names_the_key_the_value_and_the_expected_form() {
             &[("ECOS_SOCKETIO__MAX_BUFFER_PACKETS", "-5")],
             "`socketio.max_buffer_packets`",
             "whole number",
+        ),
+        (
+            &[("ECOS_LISTEN_BACKLOG", "0")],
+            "`listen_backlog`",
+            "from 1 to 65535",
+        ),
+        (
+            &[("ECOS_LISTEN_BACKLOG", "100000")],
+            "`listen_backlog`",
+            "from 1 to 65535",
+        ),
+        (
+            &[("ECOS_RUNTIME__WORKER_THREADS", "many")],
+            "`runtime.worker_threads`",
+            "from 0 (one per CPU) to 1024",
+        ),
+        (
+            &[("ECOS_RUNTIME__WORKER_THREADS", "5000")],
+            "`runtime.worker_threads`",
+            "from 0 (one per CPU) to 1024",
         ),
         (
             &[("ECOS_CORS__ALLOWED_ORIGINS", "example.com")],

@@ -345,3 +345,46 @@ async fn the_healthcheck_subcommand_exits_0_on_a_healthy_server_and_1_otherwise(
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stderr).contains("unhealthy"));
 }
+
+/// Connects to `addr` `attempts` times at once; returns how many completed
+/// the TCP handshake within `wait` (the app is not accepting, so the
+/// kernel's listen queue is all that can hold them).
+async fn handshakes_completed(
+    addr: std::net::SocketAddr,
+    attempts: usize,
+    wait: Duration,
+) -> usize {
+    let tries =
+        (0..attempts).map(|_| tokio::time::timeout(wait, tokio::net::TcpStream::connect(addr)));
+    let results = futures_util::future::join_all(tries).await;
+    // Keep the streams until all are counted so none frees a queue slot early.
+    results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count()
+}
+
+#[tokio::test]
+async fn the_listen_backlog_is_the_configured_one() {
+    ecos::telemetry::init_for_tests();
+    // Built but not running: nothing accepts, so completed handshakes wait in
+    // the listen queue and the rest of the SYNs are dropped until it frees up.
+    let mut settings = ecos::Settings::for_tests("backlog");
+    settings.listen_backlog = 4;
+    let small = ecos::Application::build(settings).await.expect("builds");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], small.port()));
+    // Linux queues one more than the backlog. A dropped SYN is retried after
+    // 1 s, so anything beyond the queue is still pending at the deadline.
+    let queued = handshakes_completed(addr, 20, Duration::from_millis(500)).await;
+    assert!(
+        (4..=6).contains(&queued),
+        "{queued} of 20 queued with a backlog of 4"
+    );
+
+    let large = ecos::Application::build(ecos::Settings::for_tests("backlog"))
+        .await
+        .expect("builds");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], large.port()));
+    let queued = handshakes_completed(addr, 200, Duration::from_millis(500)).await;
+    assert_eq!(
+        queued, 200,
+        "the default backlog (1024) queues a burst of 200"
+    );
+}

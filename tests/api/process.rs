@@ -239,3 +239,29 @@ async fn with_rediss_and_tls_insecure_it_joins_a_self_signed_tls_redis() {
         vec![json!("via rediss")]
     );
 }
+
+#[tokio::test]
+async fn the_runtime_runs_the_configured_number_of_workers() {
+    let port = free_port();
+    let ecos = start(&[
+        ("PORT", port.to_string()),
+        ("ECOS_RUNTIME__WORKER_THREADS", "3".to_owned()),
+    ]);
+    assert_eq!(ecos.started["workers"], json!(3));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut client = SioClient::connect(addr, Transport::WebSocket)
+        .await
+        .expect("connects");
+    client
+        .emit_with_ack("message", vec![json!("hi")])
+        .await
+        .expect("serves on the configured runtime");
+    drop(ecos);
+
+    // 0, the default, is one worker per CPU the process may use.
+    let port = free_port();
+    let ecos = start(&[("PORT", port.to_string())]);
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(ecos.started["workers"], json!(cpus));
+    assert_eq!(ecos.started["listen_backlog"], json!(1024));
+}
