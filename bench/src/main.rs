@@ -19,6 +19,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
+mod floor;
 mod wire;
 use wire::{Frame, Ws};
 
@@ -35,8 +36,17 @@ const MAX_LATENCY_US: u64 = 60_000_000;
 struct Args {
     /// Server base URL, e.g. http://127.0.0.1:3000. Repeat it for several
     /// instances: clients are spread over them round robin.
-    #[arg(long = "url", required = true)]
+    #[arg(long = "url", required_unless_present = "floor")]
     urls: Vec<String>,
+    /// Measure the kernel floor instead of a server: a thread of this process
+    /// writes the same frames to --clients raw loopback connections, one
+    /// write per connection per broadcast, and the clients read them as
+    /// usual. Its CPU is reported as the server's (docs/performance.md).
+    #[arg(long, conflicts_with = "urls")]
+    floor: bool,
+    /// CPU to pin the floor's writer thread to (where the server would run).
+    #[arg(long, requires = "floor")]
+    floor_cpu: Option<usize>,
     /// Number of clients to connect.
     #[arg(long, default_value_t = 1000)]
     clients: usize,
@@ -454,7 +464,12 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
     let connect_cpu0 = (sum_cpu(&args.server_pids), cpu_secs("self"));
     let connect_start = now_ns();
     let mut txs = Vec::with_capacity(senders);
-    for idx in 0..args.clients {
+    let floor_conns = if args.floor {
+        Some(floor::connect(args.clients, &shared).await?)
+    } else {
+        None
+    };
+    for idx in (0..args.clients).filter(|_| !args.floor) {
         let (host, url) = endpoints[idx % endpoints.len()].clone();
         let rx = if idx < senders {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -505,7 +520,10 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
     let cpu0 = sum_cpu(&args.server_pids);
     let bench_cpu0 = cpu_secs("self");
     let send_start = now_ns();
-    if count > 0 && connected >= 2 {
+    let floor_writer = floor_conns.map(|conns| {
+        floor::write(conns, args.rate, count, padding.clone(), args.floor_cpu, shared.clone())
+    });
+    if count > 0 && connected >= 2 && !args.floor {
         if args.rate > 0.0 {
             let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -532,7 +550,8 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
     }
     let send_end = now_ns();
     let sent = shared.sent.load(Ordering::Relaxed);
-    let expected = sent * (holding.saturating_sub(1)) as u64;
+    // A sender does not get its own broadcast; the floor has no sender among its clients.
+    let expected = sent * (holding.saturating_sub(usize::from(!args.floor))) as u64;
     if count > 0 {
         let mut last_seen = shared.delivered.load(Ordering::Relaxed);
         let mut last_change = Instant::now();
@@ -540,7 +559,8 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let d = shared.delivered.load(Ordering::Relaxed);
             let acks = shared.acked_ok.load(Ordering::Relaxed) + shared.acked_other.load(Ordering::Relaxed);
-            if d >= expected && acks >= sent {
+            // The floor's writer asks for no acks.
+            if d >= expected && (acks >= sent || args.floor) {
                 break;
             }
             if d != last_seen {
@@ -572,12 +592,23 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
     let q = |p: f64| if hist.is_empty() { 0.0 } else { hist.value_at_quantile(p) as f64 / 1000.0 };
     let (p50, p90, p99, max) = (q(0.5), q(0.9), q(0.99), if hist.is_empty() { 0.0 } else { hist.max() as f64 / 1000.0 });
     let wall = (end - send_start) as f64 / 1e9;
+    let writer_cpu = match floor_writer {
+        Some(writer) => {
+            let floor = tokio::task::spawn_blocking(move || writer.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("the floor writer panicked"))??;
+            Some(floor.writer_cpu_secs)
+        }
+        None => None,
+    };
+    // In floor mode the "server" is this process's writer thread, and the
+    // generator is the rest of the process.
     let server_cpu = match (cpu0, cpu1) {
         (Some(a), Some(b)) => Some(b - a),
-        _ => None,
+        _ => writer_cpu,
     };
     let bench_cpu = match (bench_cpu0, bench_cpu1) {
-        (Some(a), Some(b)) => Some(b - a),
+        (Some(a), Some(b)) => Some(b - a - writer_cpu.unwrap_or(0.0)),
         _ => None,
     };
     let rss_per_conn = match (rss_before, rss_connected) {
@@ -619,6 +650,7 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
     let json = serde_json::json!({
         "label": args.label,
         "urls": args.urls,
+        "floor": args.floor,
         "clients": args.clients,
         "connected": connected,
         "failed": failed,

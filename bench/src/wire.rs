@@ -77,6 +77,18 @@ impl Ws {
         })
     }
 
+    /// A connection that needs no upgrade: the kernel-floor mode's raw TCP
+    /// stream, on which its writer sends WebSocket frames from the start.
+    pub fn from_stream(stream: TcpStream) -> Ws {
+        Ws {
+            stream,
+            buf: Vec::with_capacity(4096),
+            start: 0,
+            mask_state: 1,
+            out: Vec::new(),
+        }
+    }
+
     /// Reads more bytes from the socket into the buffer; `Ok(0)` at end of stream.
     ///
     /// Cancel-safe: nothing is lost if the future is dropped before it completes.
