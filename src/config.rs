@@ -109,7 +109,7 @@ pub struct Settings {
 pub struct RuntimeSettings {
     /// Threads that run connections; 0 means one per CPU the process may use.
     /// Platforms often show more CPUs than a small container's share (a
-    /// Heroku standard dyno sees the host's), where fewer threads do as well.
+    /// Heroku standard dyno has no dedicated core), where fewer threads do as well.
     pub worker_threads: usize,
 }
 
