@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::wire::Ws;
-use crate::{SHARDS, Shared, now_ns, on_frames};
+use crate::{SHARDS, Shared, message_args, now_ns, on_frames};
 
 /// What the floor's writer measured.
 pub struct Floor {
@@ -135,12 +135,8 @@ pub fn write(
             } else {
                 now_ns()
             };
-            let text = if padding.is_empty() {
-                format!("42[\"message\",{{\"t\":{stamp},\"seq\":{seq}}}]")
-            } else {
-                format!("42[\"message\",{{\"t\":{stamp},\"seq\":{seq},\"p\":\"{padding}\"}}]")
-            };
-            let frame = server_frame(&text);
+            // What a server broadcasts to the others: the event without an ack id.
+            let frame = server_frame(&format!("42{}", message_args(stamp, seq, &padding)));
             for server in servers.iter_mut() {
                 server.write_all(&frame).context("floor write")?;
             }

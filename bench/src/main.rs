@@ -238,12 +238,18 @@ fn stamp_of(text: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
-fn message_packet(seq: u64, padding: &str) -> String {
+/// The arguments of a `message` event, `["message",{"t":..,"seq":..}]`, stamped `t`.
+fn message_args(t: u64, seq: u64, padding: &str) -> String {
     if padding.is_empty() {
-        format!("42{seq}[\"message\",{{\"t\":{},\"seq\":{seq}}}]", now_ns())
+        format!("[\"message\",{{\"t\":{t},\"seq\":{seq}}}]")
     } else {
-        format!("42{seq}[\"message\",{{\"t\":{},\"seq\":{seq},\"p\":\"{padding}\"}}]", now_ns())
+        format!("[\"message\",{{\"t\":{t},\"seq\":{seq},\"p\":\"{padding}\"}}]")
     }
+}
+
+/// A client's `message` emit, stamped now, asking for ack `seq`.
+fn message_packet(seq: u64, padding: &str) -> String {
+    format!("42{seq}{}", message_args(now_ns(), seq, padding))
 }
 
 /// Handles every frame already read; `Ok(false)` means the server ended the session.
@@ -469,7 +475,9 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
     } else {
         None
     };
-    for idx in (0..args.clients).filter(|_| !args.floor) {
+    // The floor's clients are already connected; the others are spawned here.
+    let to_spawn = if args.floor { 0 } else { args.clients };
+    for idx in 0..to_spawn {
         let (host, url) = endpoints[idx % endpoints.len()].clone();
         let rx = if idx < senders {
             let (tx, rx) = mpsc::unbounded_channel();
