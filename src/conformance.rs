@@ -20,9 +20,9 @@
 //! the drain guard, the size limits). The `ecos-conformance` binary starts it;
 //! `docs/conformance.md` says how to run the suites and what they report.
 //!
-//! [`Application::build_with`]: crate::startup::Application::build_with
+//! [`Application::build_with`]: crate::app::Application::build_with
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use axum::{Router, body::Bytes};
 use engineioxide::{
@@ -30,11 +30,6 @@ use engineioxide::{
     config::EngineIoConfig, handler::EngineIoHandler, layer::EngineIoLayer,
 };
 use rmpv::Value;
-use serde::{
-    Deserialize, Deserializer, Serialize, Serializer,
-    de::{SeqAccess, Visitor},
-    ser::SerializeTuple,
-};
 use socketioxide::{
     SocketIo,
     adapter::Adapter,
@@ -42,8 +37,9 @@ use socketioxide::{
 };
 
 use crate::{
+    app::{NsAdapter, Setup},
     config::{Settings, SocketIoParser},
-    startup::{NsAdapter, Setup},
+    realtime::args::Args,
 };
 
 /// Where the raw Engine.IO echo server listens (the Engine.IO suite's path).
@@ -121,54 +117,6 @@ impl Setup for Conformance {
     }
 }
 
-/// Every argument of an event or an ack, in order, binary attachments
-/// included (as [`Value::Binary`]).
-///
-/// socketioxide's extractors hand a handler only the first argument, unless
-/// the target type is a tuple (or tuple struct) in serde's model; then it gets
-/// the whole list. `Args` presents itself as a tuple struct of unknown length,
-/// so `Data<Args>` receives every argument. It serializes as a tuple too, so
-/// emitting it (or acking with it) spreads the values back into separate
-/// arguments instead of sending one array.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Args(pub Vec<Value>);
-
-impl Serialize for Args {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut tuple = serializer.serialize_tuple(self.0.len())?;
-        for value in &self.0 {
-            tuple.serialize_element(value)?;
-        }
-        tuple.end()
-    }
-}
-
-impl<'de> Deserialize<'de> for Args {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ArgsVisitor;
-
-        impl<'de> Visitor<'de> for ArgsVisitor {
-            type Value = Args;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a list of arguments")
-            }
-
-            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Args, S::Error> {
-                let mut args = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-                while let Some(value) = seq.next_element::<Value>()? {
-                    args.push(value);
-                }
-                Ok(Args(args))
-            }
-        }
-
-        // Neither parser checks the length, and the number of arguments is not
-        // known in advance.
-        deserializer.deserialize_tuple_struct("Args", usize::MAX, ArgsVisitor)
-    }
-}
-
 /// Connect handler of both namespaces: report the handshake's auth payload,
 /// then echo events.
 async fn on_connect<A: Adapter>(socket: SocketRef<A>, TryData(auth): TryData<Value>) {
@@ -236,21 +184,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn args_take_every_element_and_spread_back_out() {
-        let args: Args = serde_json::from_str(r#"[1,"2",{"3":[true]}]"#).unwrap();
-        assert_eq!(args.0.len(), 3);
-        assert_eq!(args.0[1], Value::from("2"));
-        assert_eq!(
-            serde_json::to_string(&args).unwrap(),
-            r#"[1,"2",{"3":[true]}]"#
-        );
-        let none: Args = serde_json::from_str("[]").unwrap();
-        assert_eq!(none, Args::default());
-    }
-
-    #[test]
     fn conformance_settings_match_what_the_suites_expect() {
-        let mut base = Settings::for_tests("conformance");
+        let mut base = Settings::default();
         base.socketio.parser = SocketIoParser::Msgpack;
         let s = settings(base);
         assert_eq!(s.socketio.ping_interval, Duration::from_millis(300));

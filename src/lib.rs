@@ -7,35 +7,35 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: layered settings (defaults, file, `ECOS_*`, `PORT`), validated once.
+//! - [`config`]: every setting in one table (name, default, README text, parser); layering; validation.
+//! - [`app`]: [`Application`]: bind, wire, serve, drain; the lifecycle and OS signals.
+//! - [`net`]: the listener, and the slow-consumer policy that watches every connection.
+//! - [`http`]: the demo page, `/healthz`, `/readyz`, `/metrics`, and the HTTP middleware.
+//! - [`realtime`]: the Socket.IO event contract: the event table, one dispatch path, one file per event family.
+//! - [`hub`]: the type-erased handle on the Socket.IO server that HTTP and the app use, whatever the adapter.
+//! - [`cluster`]: the Redis adapter's self-healing driver, its supervisor, cluster stats.
+//! - [`metrics`]: the Prometheus registry and the app's metrics.
 //! - [`telemetry`]: the tracing subscriber (text or JSON on stdout).
-//! - [`startup`]: [`startup::Application`]: bind, wire, serve, drain.
-//! - [`realtime`]: the Socket.IO event contract (handlers, generic over the adapter).
-//! - [`http`]: the demo page, `/healthz`, `/readyz`, `/metrics`, and HTTP middleware.
-//! - [`backpressure`]: slow consumers: the listener that sees stalled writes and closes those clients.
-//! - [`cluster`]: the Redis adapter and its self-healing driver, used when `REDIS_URL` is set.
-//! - [`metrics`]: the Prometheus registry and every metric.
-//! - [`shutdown`]: OS signals and the drain state.
 //! - [`healthcheck`]: the `ecos healthcheck` subcommand for container health checks.
 //! - [`cli`]: command-line options.
-//! - [`conformance`]: the protocol-conformance mode (`ecos-conformance`) for the official Engine.IO / Socket.IO test suites.
+//! - [`conformance`]: the protocol-conformance setup that the `ecos-conformance` binary serves.
 //!
 //! `main.rs` only parses the command line, loads the settings, installs
 //! logging and runs the application; tests build the same application
 //! in-process on port 0.
 
-pub mod backpressure;
+pub mod app;
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod conformance;
 pub mod healthcheck;
 pub mod http;
+pub mod hub;
 pub mod metrics;
+pub mod net;
 pub mod realtime;
-pub mod shutdown;
-pub mod startup;
 pub mod telemetry;
 
+pub use app::Application;
 pub use config::Settings;
-pub use startup::Application;

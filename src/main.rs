@@ -3,10 +3,10 @@ use std::{net::SocketAddr, process::ExitCode, time::Duration};
 use anyhow::Context;
 use clap::Parser;
 use ecos::{
-    Application, Settings,
+    Application, Settings, app,
     cli::{Cli, Command},
     config::Sources,
-    healthcheck, shutdown, startup, telemetry,
+    healthcheck, telemetry,
 };
 
 fn main() -> ExitCode {
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     // The runtime is built from the settings, so it comes after them.
-    let runtime = match startup::runtime(&settings.runtime) {
+    let runtime = match app::runtime(&settings.runtime) {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("ecos: cannot start the async runtime: {error}");
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
 async fn run(settings: Settings) -> anyhow::Result<()> {
     telemetry::init(&settings.log).context("cannot set up logging")?;
     let app = Application::build(settings).await.context("cannot start")?;
-    app.run_until_stopped(shutdown::signal())
+    app.run_until_stopped(app::signal())
         .await
         .context("server failed")?;
     Ok(())

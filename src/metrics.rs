@@ -6,23 +6,12 @@
 
 use std::collections::HashMap;
 
+use crate::realtime::events::{ClientEvent, OTHER_EVENT_LABEL};
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-
-/// The events of the contract; anything else is counted as `other` so a client
-/// cannot create unbounded label values.
-pub const KNOWN_EVENTS: &[&str] = &[
-    "message",
-    "join",
-    "leave",
-    "room:message",
-    "rooms",
-    "room:members",
-    "room:ask",
-    "latency",
-];
 
 /// Why the metrics could not be registered.
 #[derive(Debug, thiserror::Error)]
@@ -41,21 +30,19 @@ pub struct Metrics {
     /// Sockets that left, by reason (bounded set, see `realtime::reason_label`).
     pub disconnections_total: IntCounterVec,
     /// Client events received, by event name (known events plus `other`).
-    pub events_received_total: IntCounterVec,
+    events_received_total: IntCounterVec,
     /// Broadcasts sent by this instance, by event.
-    pub broadcasts_total: IntCounterVec,
+    broadcasts_total: IntCounterVec,
     /// Broadcasts that could not be sent at all (encoding or adapter error), by event.
-    pub broadcast_failures_total: IntCounterVec,
+    broadcast_failures_total: IntCounterVec,
     /// Messages not queued for a socket because its buffer was full, by event.
-    pub messages_dropped_total: IntCounterVec,
+    messages_dropped_total: IntCounterVec,
     /// Handshakes refused because the instance is draining.
     pub refused_connections_total: IntCounter,
     /// HTTP requests, by route template, method and status.
     pub http_requests_total: IntCounterVec,
     /// HTTP request latency, by route template and method.
     pub http_request_duration_seconds: HistogramVec,
-    /// Constant 1 with the version in a label.
-    pub build_info: IntGaugeVec,
 }
 
 impl Metrics {
@@ -142,9 +129,10 @@ impl Metrics {
         registry.register(Box::new(build_info.clone()))?;
 
         // Pre-create the bounded label sets so dashboards see zeros, not gaps.
-        for event in KNOWN_EVENTS.iter().chain(["other"].iter()) {
-            events_received_total.with_label_values(&[event]);
+        for event in ClientEvent::ALL {
+            events_received_total.with_label_values(&[event.name()]);
         }
+        events_received_total.with_label_values(&[OTHER_EVENT_LABEL]);
 
         Ok(Self {
             registry,
@@ -158,18 +146,40 @@ impl Metrics {
             refused_connections_total,
             http_requests_total,
             http_request_duration_seconds,
-            build_info,
         })
     }
 
-    /// Counts one received client event under its bounded label.
-    pub fn event_received(&self, event: &str) {
-        let label = KNOWN_EVENTS
-            .iter()
-            .find(|known| **known == event)
-            .copied()
-            .unwrap_or("other");
-        self.events_received_total.with_label_values(&[label]).inc();
+    /// Counts one received client event of the contract.
+    pub fn event_received(&self, event: ClientEvent) {
+        self.events_received_total
+            .with_label_values(&[event.name()])
+            .inc();
+    }
+
+    /// Counts one received event the contract does not know, under `other`.
+    pub fn unknown_event_received(&self) {
+        self.events_received_total
+            .with_label_values(&[OTHER_EVENT_LABEL])
+            .inc();
+    }
+
+    /// Counts one broadcast sent by this instance.
+    pub fn broadcast_sent(&self, event: ClientEvent) {
+        self.broadcasts_total.with_label_values(&[event.name()]).inc();
+    }
+
+    /// Counts one broadcast that could not be sent at all.
+    pub fn broadcast_failed(&self, event: ClientEvent) {
+        self.broadcast_failures_total
+            .with_label_values(&[event.name()])
+            .inc();
+    }
+
+    /// Counts messages that full queues refused.
+    pub fn messages_dropped(&self, event: ClientEvent, count: usize) {
+        self.messages_dropped_total
+            .with_label_values(&[event.name()])
+            .inc_by(count as u64);
     }
 
     /// Renders every metric in the Prometheus text format.

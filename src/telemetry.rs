@@ -37,21 +37,3 @@ pub fn init(settings: &LogSettings) -> Result<(), TelemetryError> {
     };
     result.map_err(|_| TelemetryError::AlreadyInstalled)
 }
-
-/// For tests: installs a text subscriber when `TEST_LOG` is set, else stays silent.
-///
-/// Safe to call from every test; only the first call in a process installs anything.
-pub fn init_for_tests() {
-    if std::env::var_os("TEST_LOG").is_some() {
-        let level = std::env::var("TEST_LOG").unwrap_or_default();
-        let level = if level.is_empty() || level == "1" {
-            "debug".to_owned()
-        } else {
-            level
-        };
-        let _ = init(&LogSettings {
-            format: LogFormat::Text,
-            level,
-        });
-    }
-}

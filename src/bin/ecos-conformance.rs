@@ -23,7 +23,7 @@ use ecos::{
     Application, Settings,
     config::Sources,
     conformance::{self, Conformance},
-    shutdown, telemetry,
+    app, telemetry,
 };
 
 const HELP: &str = "\
@@ -83,7 +83,7 @@ async fn run(settings: Settings, current_thread: bool) -> anyhow::Result<()> {
     telemetry::init(&settings.log).context("cannot set up logging")?;
     tracing::info!(
         engine_io = conformance::ENGINE_IO_PATH,
-        socket_io = ecos::startup::ENGINE_PATH,
+        socket_io = ecos::app::ENGINE_PATH,
         namespaces = ?conformance::NAMESPACES,
         runtime = if current_thread { "current_thread" } else { "multi_thread" },
         "conformance mode: serving the protocol test suites' handlers"
@@ -92,7 +92,7 @@ async fn run(settings: Settings, current_thread: bool) -> anyhow::Result<()> {
     let app = Application::build_with(settings, setup)
         .await
         .context("cannot start")?;
-    app.run_until_stopped(shutdown::signal())
+    app.run_until_stopped(app::signal())
         .await
         .context("server failed")?;
     Ok(())

@@ -2,10 +2,38 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use ecos::{Application, Settings, startup::StartupError};
+use ecos::{Application, Settings, app::StartupError};
 use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::client::{SioClient, Transport};
+
+/// Settings for an in-process test app: the defaults, bound to `127.0.0.1:0`.
+pub fn test_settings(instance_id: &str) -> Settings {
+    let env = std::collections::HashMap::from([
+        ("ECOS_PORT".to_owned(), "0".to_owned()),
+        ("ECOS_BIND_ADDRESS".to_owned(), "127.0.0.1".to_owned()),
+        ("ECOS_INSTANCE_ID".to_owned(), instance_id.to_owned()),
+    ]);
+    Settings::load(&ecos::config::Sources { file: None, env }).expect("test settings are valid")
+}
+
+/// Installs a text log subscriber when `TEST_LOG` is set (`TEST_LOG=1` or a
+/// filter such as `ecos=debug`); silent otherwise. Only the first call installs.
+pub fn init_test_logs() {
+    let Some(level) = std::env::var_os("TEST_LOG") else {
+        return;
+    };
+    let level = level.to_string_lossy().into_owned();
+    let level = if level.is_empty() || level == "1" {
+        "debug".to_owned()
+    } else {
+        level
+    };
+    let _ = ecos::telemetry::init(&ecos::config::LogSettings {
+        format: ecos::config::LogFormat::Text,
+        level,
+    });
+}
 
 /// A running app and what a test needs to talk to it.
 pub struct TestApp {
@@ -26,8 +54,8 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the app after `tweak` has adjusted the test defaults.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    ecos::telemetry::init_for_tests();
-    let mut settings = Settings::for_tests("test");
+    crate::helpers::init_test_logs();
+    let mut settings = crate::helpers::test_settings("test");
     tweak(&mut settings);
     let app = Application::build(settings).await.expect("app builds");
     spawn_built(app).await
@@ -36,7 +64,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
 /// Runs an application the test built itself (e.g. with `Application::build_with`
 /// and another setup), the way `spawn_app_with` runs the default one.
 pub async fn spawn_built(app: Application) -> TestApp {
-    ecos::telemetry::init_for_tests();
+    crate::helpers::init_test_logs();
     let addr = SocketAddr::from(([127, 0, 0, 1], app.port()));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until_stopped(async move {

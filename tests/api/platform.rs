@@ -199,7 +199,7 @@ async fn demo_page_uses_a_local_client_copy_when_configured() {
 
 #[tokio::test]
 async fn a_missing_local_client_copy_stops_start_up_with_the_setting_name() {
-    let mut settings = ecos::Settings::for_tests("test");
+    let mut settings = crate::helpers::test_settings("test");
     settings.demo.client_script_path = Some("/nonexistent/socket.io.min.js".into());
     let error = ecos::Application::build(settings)
         .await
@@ -363,10 +363,10 @@ async fn handshakes_completed(
 
 #[tokio::test]
 async fn the_listen_backlog_is_the_configured_one() {
-    ecos::telemetry::init_for_tests();
+    crate::helpers::init_test_logs();
     // Built but not running: nothing accepts, so completed handshakes wait in
     // the listen queue and the rest of the SYNs are dropped until it frees up.
-    let mut settings = ecos::Settings::for_tests("backlog");
+    let mut settings = crate::helpers::test_settings("backlog");
     settings.listen_backlog = 4;
     let small = ecos::Application::build(settings).await.expect("builds");
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], small.port()));
@@ -385,7 +385,7 @@ async fn the_listen_backlog_is_the_configured_one() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(128);
     let burst = 200.min(somaxconn);
-    let large = ecos::Application::build(ecos::Settings::for_tests("backlog"))
+    let large = ecos::Application::build(crate::helpers::test_settings("backlog"))
         .await
         .expect("builds");
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], large.port()));

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use ecos::{
-    Application, Settings,
+    Application,
     conformance::{self, Conformance},
 };
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -563,7 +563,7 @@ async fn binary_acks_travel_both_ways() {
 
 /// The conformance mode on port 0, as the `ecos-conformance` binary runs it.
 async fn spawn_conformance() -> TestApp {
-    let settings = conformance::settings(Settings::for_tests("conformance"));
+    let settings = conformance::settings(crate::helpers::test_settings("conformance"));
     let setup = Conformance::new(&settings);
     spawn_built(
         Application::build_with(settings, setup)

@@ -7,8 +7,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::Notify;
-
 /// Where the process is in its life, shared by the HTTP routes and the server loop.
 #[derive(Debug, Default)]
 pub struct Lifecycle {
@@ -16,8 +14,6 @@ pub struct Lifecycle {
     serving: AtomicBool,
     /// Set once a drain has begun; never cleared.
     draining: AtomicBool,
-    /// Wakes whoever waits for a drain to begin.
-    drain_started: Notify,
 }
 
 impl Lifecycle {
@@ -38,29 +34,12 @@ impl Lifecycle {
 
     /// Begins the drain; returns false if one had already begun.
     pub fn start_drain(&self) -> bool {
-        let first = !self.draining.swap(true, Ordering::SeqCst);
-        if first {
-            self.drain_started.notify_waiters();
-        }
-        first
+        !self.draining.swap(true, Ordering::SeqCst)
     }
 
     /// Whether a drain has begun.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
-    }
-
-    /// Resolves once a drain has begun (at once if it already has).
-    pub async fn drain_started(&self) {
-        let notified = self.drain_started.notified();
-        tokio::pin!(notified);
-        // Register interest before checking the flag so a drain that starts
-        // in between is not missed.
-        notified.as_mut().enable();
-        if self.is_draining() {
-            return;
-        }
-        notified.await;
     }
 }
 

@@ -1,0 +1,417 @@
+//! Every setting ecos reads, declared once: its dotted name, its default, the
+//! platform variable that may also set it, the README's description, and the
+//! parser that turns its text into a field of [`Settings`].
+//!
+//! The loader walks this table, the unknown-key check compares against it, and
+//! the README's configuration table is generated from it (a test fails when
+//! they disagree: `UPDATE_README=1 cargo test --test api readme` rewrites it).
+
+use std::path::PathBuf;
+
+use super::{
+    ConfigError, LogFormat, Settings, Shown, SocketIoParser,
+    parse::{self, Raw},
+};
+
+/// One setting: where it comes from, what it means, how it is parsed.
+pub struct Key {
+    /// Dotted name, as in the TOML file (`socketio.ping_interval_secs`).
+    pub name: &'static str,
+    /// The default as text, parsed like any other value (`""`: unset).
+    pub default: &'static str,
+    /// How the README shows the default when the text alone would not say it.
+    pub shown_default: Option<&'static str>,
+    /// The platform's plain variable that also sets this key, and wins (`PORT`).
+    pub platform_var: Option<&'static str>,
+    /// What the setting does, as the README's table says it.
+    pub doc: &'static str,
+    /// Parses the value and stores it in its field.
+    pub apply: fn(&mut Settings, &Raw<'_>) -> Result<(), ConfigError>,
+    /// The effective value, for `--print-config`.
+    pub show: fn(&Settings) -> Shown,
+}
+
+impl Key {
+    /// The `ECOS_*` variable for this key (`.` becomes `__`).
+    pub fn env_var(&self) -> String {
+        format!("ECOS_{}", self.name.to_ascii_uppercase().replace('.', "__"))
+    }
+}
+
+/// Every key, in the order the README lists them.
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "port",
+        default: "3000",
+        shown_default: None,
+        platform_var: Some("PORT"),
+        doc: r#"TCP port (0 picks a free one)"#,
+        apply: |s, v| {
+            s.port = v.parse("an integer from 0 to 65535")?;
+            Ok(())
+        },
+        show: |s| Shown::num(s.port),
+    },
+    Key {
+        name: "bind_address",
+        default: "0.0.0.0",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Address to bind. Platform routers connect from outside the container, so do not bind localhost there."#,
+        apply: |s, v| {
+            s.bind_address = v.parse("an IP address such as 0.0.0.0 or ::")?;
+            Ok(())
+        },
+        show: |s| Shown::text(s.bind_address),
+    },
+    Key {
+        name: "listen_backlog",
+        default: "1024",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Connections the kernel queues before ecos accepts them. When an instance restarts, all its clients reconnect elsewhere at once. A short queue then overflows, and every dropped connection attempt waits a 1 s retransmission. The kernel caps the value at `net.core.somaxconn`. From 1 to 65535."#,
+        apply: |s, v| {
+            s.listen_backlog = v.bounded(1..=65535, "a whole number from 1 to 65535")?;
+            Ok(())
+        },
+        show: |s| Shown::num(s.listen_backlog),
+    },
+    Key {
+        name: "runtime.worker_threads",
+        default: "0",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Threads that run the connections. `0` means one per CPU the process may use. Containers often see more CPUs than their share. A Heroku standard dyno, for example, has no dedicated core, and Heroku's guidance is a load average of at most 1.0 there, so `1` matches it. See [docs/performance.md](docs/performance.md#worker-threads)."#,
+        apply: |s, v| {
+            s.runtime.worker_threads = v.bounded(0..=1024, "a whole number from 0 (one per CPU) to 1024")?;
+            Ok(())
+        },
+        show: |s| Shown::num(s.runtime.worker_threads),
+    },
+    Key {
+        name: "instance_id",
+        default: "",
+        shown_default: Some(r#"generated `ecos-xxxxxxxx`"#),
+        platform_var: None,
+        doc: r#"Name of this instance in `welcome`, logs and the `node` label of metrics. `$DYNO` (e.g. `web.1`) wins when set. Up to 64 characters from `A-Z a-z 0-9 . - _ :`."#,
+        apply: |s, v| {
+            s.instance_id = parse::instance_id(v)?;
+            Ok(())
+        },
+        show: |s| if s.instance_id_generated { Shown::Generated(s.instance_id.clone()) } else { Shown::text(&s.instance_id) },
+    },
+    Key {
+        name: "log.format",
+        default: "text",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"`text` (human-readable) or `json` (one object per line)"#,
+        apply: |s, v| {
+            s.log.format = v.choice(&[("text", LogFormat::Text), ("json", LogFormat::Json)], "`text` or `json`")?;
+            Ok(())
+        },
+        show: |s| Shown::text(s.log.format),
+    },
+    Key {
+        name: "log.level",
+        default: "info",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"A `RUST_LOG`-style filter such as `info,ecos=debug`. `RUST_LOG` is used when this key is not set."#,
+        apply: |s, v| {
+            s.log.level = parse::log_level(v)?;
+            Ok(())
+        },
+        show: |s| Shown::text(&s.log.level),
+    },
+    Key {
+        name: "cors.allowed_origins",
+        default: "",
+        shown_default: Some(r#"*(empty)*"#),
+        platform_var: None,
+        doc: r#"Which origins may make cross-origin long-polling requests. Empty means same-origin pages plus any `http(s)://localhost`, `127.0.0.1` or `[::1]` origin on any port, which is handy in development and grants nothing to a remote site. Otherwise give a comma-separated list of origins (`https://app.example.com`), which replaces the localhost default, or `*` for any origin. Credentials are allowed, so a load balancer's sticky-session cookie travels with the requests. WebSocket connections are not subject to CORS."#,
+        apply: |s, v| {
+            s.cors = parse::cors(v)?;
+            Ok(())
+        },
+        show: |s| Shown::text(s.cors.origins_setting()),
+    },
+    Key {
+        name: "socketio.ping_interval_secs",
+        default: "25",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Heartbeat interval. Keep it well under 30 s on Heroku: a held long-poll GET is answered by the next ping, and the router cuts a request with no first byte after 30 s."#,
+        apply: |s, v| {
+            s.socketio.ping_interval = v.duration()?;
+            Ok(())
+        },
+        show: |s| Shown::secs(s.socketio.ping_interval),
+    },
+    Key {
+        name: "socketio.ping_timeout_secs",
+        default: "20",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"How long to wait for a pong before closing the session"#,
+        apply: |s, v| {
+            s.socketio.ping_timeout = v.duration()?;
+            Ok(())
+        },
+        show: |s| Shown::secs(s.socketio.ping_timeout),
+    },
+    Key {
+        name: "socketio.connect_timeout_secs",
+        default: "45",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"How long a client has, after the Engine.IO handshake, to connect to a namespace"#,
+        apply: |s, v| {
+            s.socketio.connect_timeout = v.duration()?;
+            Ok(())
+        },
+        show: |s| Shown::secs(s.socketio.connect_timeout),
+    },
+    Key {
+        name: "socketio.ack_timeout_secs",
+        default: "5",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"How long the server waits for a client's ack (e.g. `latency`)"#,
+        apply: |s, v| {
+            s.socketio.ack_timeout = v.duration()?;
+            Ok(())
+        },
+        show: |s| Shown::secs(s.socketio.ack_timeout),
+    },
+    Key {
+        name: "socketio.parser",
+        default: "default",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"`default` (JSON with binary attachments) or `msgpack` (for clients using `socket.io-msgpack-parser`). Clients must use the same parser as the server."#,
+        apply: |s, v| {
+            s.socketio.parser = v.choice(&[("default", SocketIoParser::Default), ("msgpack", SocketIoParser::Msgpack)], "`default` or `msgpack`")?;
+            Ok(())
+        },
+        show: |s| Shown::text(s.socketio.parser),
+    },
+    Key {
+        name: "socketio.allow_eio3",
+        default: "false",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Also accept Engine.IO 3 clients (Socket.IO v2-era clients such as `socket.io-client@2`). Off: they get `400 {"code":5,"message":"Unsupported protocol version"}`. Known limit: binary from the server to a v2 client over long-polling does not arrive (an engineioxide bug; WebSocket works)."#,
+        apply: |s, v| {
+            s.socketio.allow_eio3 = v.boolean()?;
+            Ok(())
+        },
+        show: |s| Shown::flag(s.socketio.allow_eio3),
+    },
+    Key {
+        name: "socketio.max_buffer_packets",
+        default: "1024",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Packets queued per connection. A broadcast goes out to every socket's own queue, so this absorbs bursts without slowing anyone else. A queue only fills behind a client that stopped reading. See [Slow consumers](#slow-consumers)."#,
+        apply: |s, v| {
+            s.socketio.max_buffer_packets = v.positive()?;
+            Ok(())
+        },
+        show: |s| Shown::num(s.socketio.max_buffer_packets),
+    },
+    Key {
+        name: "socketio.slow_consumer_timeout_secs",
+        default: "10",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"How long a connection's writes may stay blocked (the client is not reading) before ecos closes it as a slow consumer. `0` turns the timeout off; a queue overflow still closes the client."#,
+        apply: |s, v| {
+            s.socketio.slow_consumer_timeout = v.optional_duration()?;
+            Ok(())
+        },
+        show: |s| Shown::secs(s.socketio.slow_consumer_timeout.unwrap_or_default()),
+    },
+    Key {
+        name: "limits.max_http_payload_bytes",
+        default: "1000000",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Largest long-polling request body. A larger one gets `413` and ends that session."#,
+        apply: |s, v| {
+            s.limits.max_http_payload_bytes = v.positive()?;
+            Ok(())
+        },
+        show: |s| Shown::num(s.limits.max_http_payload_bytes),
+    },
+    Key {
+        name: "limits.max_ws_message_bytes",
+        default: "1000000",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Largest WebSocket message. A larger one ends that session. The library's own default is 64 MiB."#,
+        apply: |s, v| {
+            s.limits.max_ws_message_bytes = v.positive()?;
+            Ok(())
+        },
+        show: |s| Shown::num(s.limits.max_ws_message_bytes),
+    },
+    Key {
+        name: "limits.ws_read_buffer_bytes",
+        default: "1024",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Read buffer of each WebSocket, and the most read per system call. Each idle connection holds one. Larger messages still arrive whole; they just take more reads. The library default is 4096."#,
+        apply: |s, v| {
+            s.limits.ws_read_buffer_bytes = v.positive()?;
+            Ok(())
+        },
+        show: |s| Shown::num(s.limits.ws_read_buffer_bytes),
+    },
+    Key {
+        name: "shutdown.drain_timeout_secs",
+        default: "25",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Longest time from SIGTERM to exit (Heroku sends SIGKILL 30 s after SIGTERM)"#,
+        apply: |s, v| {
+            s.shutdown.drain_timeout = v.duration()?;
+            Ok(())
+        },
+        show: |s| Shown::secs(s.shutdown.drain_timeout),
+    },
+    Key {
+        name: "shutdown.delay_secs",
+        default: "0",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Time between `/readyz` turning 503 and sessions being closed, so a load balancer stops routing here first (Kubernetes: a few seconds). Counts toward the drain timeout and must be less than it."#,
+        apply: |s, v| {
+            s.shutdown.delay = parse::shutdown_delay(v)?;
+            Ok(())
+        },
+        show: |s| Shown::secs(s.shutdown.delay),
+    },
+    Key {
+        name: "demo.client_script_path",
+        default: "",
+        shown_default: Some(r#"*(unset)*"#),
+        platform_var: None,
+        doc: r#"Local `socket.io.min.js` to serve instead of the CDN copy"#,
+        apply: |s, v| {
+            s.demo.client_script_path = v.non_empty().map(PathBuf::from);
+            Ok(())
+        },
+        show: |s| Shown::optional(s.demo.client_script_path.as_ref().map(|p| p.display())),
+    },
+    Key {
+        name: "redis.url",
+        default: "",
+        shown_default: Some(r#"*(unset)*"#),
+        platform_var: Some("REDIS_URL"),
+        doc: r#"`redis://` or `rediss://` URL (user, password and database number allowed). Unset means a single instance with the in-memory adapter. See below."#,
+        apply: |s, v| {
+            s.redis.url = parse::redis_url(v)?;
+            Ok(())
+        },
+        show: |s| Shown::optional(s.redis.url.as_deref().map(parse::mask)),
+    },
+    Key {
+        name: "redis.tls_insecure",
+        default: "false",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Accept a `rediss://` certificate that cannot be verified. Heroku Key-Value Store needs `true`: its certificate is self-signed. Verification stays on by default."#,
+        apply: |s, v| {
+            s.redis.tls_insecure = v.boolean()?;
+            Ok(())
+        },
+        show: |s| Shown::flag(s.redis.tls_insecure),
+    },
+    Key {
+        name: "redis.prefix",
+        default: "",
+        shown_default: Some(r#"`ecos-<app>` or `ecos`"#),
+        platform_var: None,
+        doc: r#"Prefix of every channel and key, so several apps can share one Redis. The default uses the app name the platform sets (`HEROKU_APP_NAME`, `FLY_APP_NAME`, `RENDER_SERVICE_NAME`, `RAILWAY_SERVICE_NAME`), else `ecos`. No `#` or spaces."#,
+        apply: |s, v| {
+            s.redis.prefix = parse::redis_prefix(v)?;
+            Ok(())
+        },
+        show: |s| Shown::text(&s.redis.prefix),
+    },
+    Key {
+        name: "redis.connect_timeout_secs",
+        default: "5",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Longest wait for a connection to Redis (TCP, TLS, AUTH)"#,
+        apply: |s, v| {
+            s.redis.connect_timeout = v.duration()?;
+            Ok(())
+        },
+        show: |s| Shown::secs(s.redis.connect_timeout),
+    },
+    Key {
+        name: "redis.command_timeout_secs",
+        default: "2",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Longest wait for one Redis command (publish, subscribe, health ping). A slow Redis never blocks a handler for longer."#,
+        apply: |s, v| {
+            s.redis.command_timeout = v.duration()?;
+            Ok(())
+        },
+        show: |s| Shown::secs(s.redis.command_timeout),
+    },
+    Key {
+        name: "redis.request_timeout_secs",
+        default: "5",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Longest wait for the other instances to answer a cluster request (`room:members`, the ack count of `room:ask`)"#,
+        apply: |s, v| {
+            s.redis.request_timeout = v.duration()?;
+            Ok(())
+        },
+        show: |s| Shown::secs(s.redis.request_timeout),
+    },
+    Key {
+        name: "redis.stats_interval_secs",
+        default: "5",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"How often each instance reports its socket count for the cluster totals"#,
+        apply: |s, v| {
+            s.redis.stats_interval = v.duration()?;
+            Ok(())
+        },
+        show: |s| Shown::secs(s.redis.stats_interval),
+    },
+
+];
+
+/// Environment variables starting with `ECOS_` that are not settings but are allowed.
+pub const OTHER_ECOS_VARS: &[&str] = &["ECOS_CONFIG"];
+
+/// The key named `name`, if it is one.
+pub fn find(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+/// The README's configuration table, rendered from [`KEYS`].
+pub fn markdown_table() -> String {
+    let mut out = String::from("| key | env | default | meaning |\n|---|---|---|---|\n");
+    for key in KEYS {
+        let env = match key.platform_var {
+            Some(var) => format!("`{var}`, `{}`", key.env_var()),
+            None => format!("`{}`", key.env_var()),
+        };
+        let default = match key.shown_default {
+            Some(shown) => shown.to_owned(),
+            None => format!("`{}`", key.default),
+        };
+        out.push_str(&format!("| `{}` | {env} | {default} | {} |\n", key.name, key.doc));
+    }
+    out
+}

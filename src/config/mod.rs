@@ -1,0 +1,331 @@
+//! Settings: defaults, then an optional TOML file, then `ECOS_*` environment
+//! variables, then the platform's plain `PORT` and `REDIS_URL`.
+//!
+//! - [`keys`]: the table of every setting (name, default, README text, parser);
+//! - [`parse`]: value parsers, each naming the key and the expected form on error;
+//! - [`load`]: layering, the unknown-key check, `--print-config`.
+//!
+//! Every key is read as text and parsed once into [`Settings`], so a bad value
+//! or an unknown key stops start-up with one line that names it.
+
+pub mod keys;
+pub mod load;
+pub mod parse;
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+    time::Duration,
+};
+
+pub use load::Sources;
+pub use parse::mask;
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A key holds a value of the wrong form.
+    #[error("invalid value for `{key}`{origin}: {value:?}; expected {expected}")]
+    Invalid {
+        /// The dotted key, e.g. `socketio.ping_interval_secs`.
+        key: &'static str,
+        /// The offending value as it was given.
+        value: String,
+        /// The form the key accepts.
+        expected: &'static str,
+        /// Where the value came from when that is not obvious (e.g. ` (from PORT)`).
+        origin: &'static str,
+    },
+    /// The configuration file could not be read or is not valid TOML.
+    #[error("cannot read configuration file {path}: {message}")]
+    File {
+        /// The path given with `--config` or `ECOS_CONFIG`.
+        path: PathBuf,
+        /// What the TOML reader said.
+        message: String,
+    },
+    /// A key in the file or an `ECOS_*` variable is not a setting (often a typo).
+    #[error("unknown setting {name} (in {place}){}", suggestion.map(|s| format!("; did you mean `{s}`?")).unwrap_or_default())]
+    UnknownKey {
+        /// The key or variable as given.
+        name: String,
+        /// Where it was found: the file's path, or `the environment`.
+        place: String,
+        /// The closest valid key, when one is close.
+        suggestion: Option<&'static str>,
+    },
+    /// The layered sources could not be merged (for example a table where a value belongs).
+    #[error("configuration error: {0}")]
+    Merge(String),
+}
+
+/// Output format of the logs written to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log drains and aggregators.
+    Json,
+}
+
+/// Which origins may make cross-origin HTTP requests (long-polling) to ecos.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CorsPolicy {
+    /// Same origin, plus any `http(s)://localhost`, `127.0.0.1` or `[::1]` origin on any port:
+    /// the development default, which grants nothing to a remote site.
+    #[default]
+    LocalhostOnly,
+    /// Any origin (`*`).
+    Any,
+    /// Exactly these origins (scheme, host and port).
+    List(Vec<String>),
+}
+
+/// How Socket.IO packets are encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SocketIoParser {
+    /// The standard JSON-with-binary-attachments encoding every official client speaks.
+    #[default]
+    Default,
+    /// MessagePack, for clients built with `socket.io-msgpack-parser` (or its equivalent).
+    /// Clients using the default encoding cannot connect then.
+    Msgpack,
+}
+
+/// The typed, validated settings ecos runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// TCP port to listen on (`PORT` on every platform; 0 picks a free port).
+    pub port: u16,
+    /// Address to bind; `0.0.0.0` because platform routers connect from outside the container.
+    pub bind_address: IpAddr,
+    /// Connections the kernel queues for ecos to accept; a reconnect storm
+    /// after a deploy overflows a short queue, and each dropped SYN costs its
+    /// client a 1 s retransmission (the kernel caps it at `net.core.somaxconn`).
+    pub listen_backlog: u32,
+    /// Name of this instance in logs, metrics and the `welcome` event.
+    pub instance_id: String,
+    /// Whether `instance_id` was generated at start-up rather than configured,
+    /// so `--print-config` does not write one process's random id into a file.
+    pub instance_id_generated: bool,
+    /// Async runtime settings.
+    pub runtime: RuntimeSettings,
+    /// Logging settings.
+    pub log: LogSettings,
+    /// Cross-origin policy for the HTTP transport.
+    pub cors: CorsPolicy,
+    /// Engine.IO / Socket.IO protocol settings.
+    pub socketio: SocketIoSettings,
+    /// Input size limits.
+    pub limits: Limits,
+    /// Shutdown behaviour.
+    pub shutdown: ShutdownSettings,
+    /// Demo page settings.
+    pub demo: DemoSettings,
+    /// Redis connection for the cluster adapter; `None` runs a single in-memory instance.
+    pub redis: RedisSettings,
+}
+
+/// Async runtime settings.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeSettings {
+    /// Threads that run connections; 0 means one per CPU the process may use.
+    /// Platforms often show more CPUs than a small container's share (a
+    /// Heroku standard dyno has no dedicated core), where fewer threads do as well.
+    pub worker_threads: usize,
+}
+
+impl RuntimeSettings {
+    /// The number of worker threads to start: the setting, or one per usable CPU.
+    pub fn effective_worker_threads(&self) -> usize {
+        if self.worker_threads > 0 {
+            self.worker_threads
+        } else {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        }
+    }
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Default)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `RUST_LOG`-style filter, e.g. `info` or `info,ecos=debug`.
+    pub level: String,
+}
+
+/// Engine.IO / Socket.IO protocol settings.
+#[derive(Debug, Clone, Default)]
+pub struct SocketIoSettings {
+    /// How often the server pings; must stay well under a router's idle cut-off (Heroku: 55 s,
+    /// and a held long-poll must be answered within 30 s).
+    pub ping_interval: Duration,
+    /// How long the server waits for a pong before closing the session.
+    pub ping_timeout: Duration,
+    /// How long a client has after the Engine.IO handshake to connect to a namespace.
+    pub connect_timeout: Duration,
+    /// Default time the server waits for a client's acknowledgement.
+    pub ack_timeout: Duration,
+    /// Packets queued per connection; a client whose queue overflows is a slow consumer.
+    pub max_buffer_packets: usize,
+    /// How long a connection's writes may stay blocked (the client is not
+    /// reading) before it is closed as a slow consumer; `None` when 0 (never).
+    pub slow_consumer_timeout: Option<Duration>,
+    /// Packet encoding: `default` or `msgpack`.
+    pub parser: SocketIoParser,
+    /// Also accept Engine.IO v3 clients (Socket.IO v2, e.g. `socket.io-client@2`).
+    pub allow_eio3: bool,
+}
+
+/// Input size limits: anything above ends the offending session only.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// Largest HTTP long-polling request body, in bytes.
+    pub max_http_payload_bytes: u64,
+    /// Largest WebSocket message, in bytes (the library default of 64 MiB is far too generous).
+    pub max_ws_message_bytes: usize,
+    /// Bytes read from a WebSocket per system call, and the read buffer each idle connection holds.
+    pub ws_read_buffer_bytes: usize,
+}
+
+/// Shutdown behaviour.
+#[derive(Debug, Clone, Default)]
+pub struct ShutdownSettings {
+    /// Longest time from SIGTERM to exit; under Heroku's 30 s before SIGKILL.
+    pub drain_timeout: Duration,
+    /// Time between `/readyz` turning 503 and sessions being closed, so a load
+    /// balancer stops routing here first; part of `drain_timeout`.
+    pub delay: Duration,
+}
+
+/// Demo page settings.
+#[derive(Debug, Clone, Default)]
+pub struct DemoSettings {
+    /// A local copy of `socket.io.min.js` to serve instead of loading it from the CDN.
+    pub client_script_path: Option<PathBuf>,
+}
+
+/// Redis settings for the cluster adapter.
+#[derive(Debug, Clone, Default)]
+pub struct RedisSettings {
+    /// Connection URL (`redis://` or `rediss://`); masked when printed.
+    pub url: Option<String>,
+    /// Accept a TLS certificate that cannot be verified (Heroku Key-Value
+    /// Store's `rediss://` uses a self-signed one). Off by default.
+    pub tls_insecure: bool,
+    /// Prefix of every channel and key, so several apps can share one Redis.
+    pub prefix: String,
+    /// Longest wait for a TCP + TLS + AUTH connection to Redis.
+    pub connect_timeout: Duration,
+    /// Longest wait for one Redis command (publish, subscribe, health ping).
+    pub command_timeout: Duration,
+    /// Longest wait for the other instances to answer a cluster request
+    /// (fetching sockets, aggregating acks).
+    pub request_timeout: Duration,
+    /// How often each instance publishes its socket count for the cluster total.
+    pub stats_interval: Duration,
+}
+
+
+impl Default for Settings {
+    /// Empty values, each overwritten by its key's default when loading.
+    fn default() -> Self {
+        Self {
+            port: 0,
+            bind_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            listen_backlog: 0,
+            instance_id: String::new(),
+            instance_id_generated: false,
+            runtime: RuntimeSettings::default(),
+            log: LogSettings::default(),
+            cors: CorsPolicy::default(),
+            socketio: SocketIoSettings::default(),
+            limits: Limits::default(),
+            shutdown: ShutdownSettings::default(),
+            demo: DemoSettings::default(),
+            redis: RedisSettings::default(),
+        }
+    }
+}
+
+impl CorsPolicy {
+    /// The `cors.allowed_origins` value that gives this policy.
+    pub fn origins_setting(&self) -> String {
+        match self {
+            CorsPolicy::LocalhostOnly => String::new(),
+            CorsPolicy::Any => "*".to_owned(),
+            CorsPolicy::List(list) => list.join(","),
+        }
+    }
+}
+
+impl fmt::Display for SocketIoParser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SocketIoParser::Default => "default",
+            SocketIoParser::Msgpack => "msgpack",
+        })
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+/// A setting's effective value as `--print-config` writes it (TOML).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shown {
+    /// A TOML literal: a number, a boolean or a quoted string.
+    Value(String),
+    /// No value (printed as a comment, TOML has no null).
+    Unset,
+    /// A value made up at start-up, which a saved file must not pin.
+    Generated(String),
+}
+
+impl Shown {
+    /// A number.
+    pub fn num(n: impl fmt::Display) -> Self {
+        Shown::Value(n.to_string())
+    }
+    /// A quoted string.
+    pub fn text(s: impl fmt::Display) -> Self {
+        Shown::Value(toml_string(&s.to_string()))
+    }
+    /// A boolean.
+    pub fn flag(b: bool) -> Self {
+        Shown::Value(b.to_string())
+    }
+    /// A duration in seconds.
+    pub fn secs(d: Duration) -> Self {
+        Shown::Value(d.as_secs_f64().to_string())
+    }
+    /// A quoted string, or unset.
+    pub fn optional(s: Option<impl fmt::Display>) -> Self {
+        s.map_or(Shown::Unset, Shown::text)
+    }
+}
+
+/// A TOML basic string, with quotes and backslashes escaped.
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

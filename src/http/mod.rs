@@ -1,0 +1,82 @@
+//! HTTP routes and middleware around the Socket.IO service.
+//!
+//! | route | purpose | file |
+//! |---|---|---|
+//! | `GET /` | the demo page | [`page`] |
+//! | `GET /socket.io/socket.io.min.js` | the browser client, only when a local copy is configured | [`page`] |
+//! | `GET /healthz` | liveness: 200 while the process runs | [`health`] |
+//! | `GET /readyz` | readiness: 200 when ready for traffic, 503 while starting or draining | [`health`] |
+//! | `GET /metrics` | Prometheus text format | [`metrics`] |
+//! | `/socket.io/*` | Engine.IO / Socket.IO (socketioxide) | |
+//!
+//! [`middleware`] holds what wraps every request: request log and metrics,
+//! CORS, the drain guard, the Engine.IO 3 guard, request-head compaction.
+
+pub mod health;
+pub mod metrics;
+pub mod middleware;
+pub mod page;
+
+use std::sync::Arc;
+
+use axum::{Router, body::Bytes, middleware::from_fn_with_state, routing::get};
+
+use crate::{config::Settings, hub::Hub, metrics::Metrics, app::Lifecycle};
+
+pub use page::render_page;
+
+/// State shared by the HTTP routes and middleware.
+pub struct HttpState {
+    /// Drain and readiness state.
+    pub lifecycle: Arc<Lifecycle>,
+    /// Metrics to render and to update per request.
+    pub metrics: Metrics,
+    /// The Socket.IO server, for readiness (adapter health, cluster totals).
+    pub hub: Arc<dyn Hub>,
+    /// The rendered demo page.
+    pub page: Bytes,
+    /// A local `socket.io.min.js`, served when configured.
+    pub client_script: Option<Arc<[u8]>>,
+    /// Engine.IO request path, for the drain guard and metrics labels.
+    pub engine_path: &'static str,
+    /// This instance's id, reported by `/readyz`.
+    pub instance_id: Arc<str>,
+}
+
+/// The platform routes, with `inner` applied to them (it adds the Socket.IO
+/// layer, and whatever a setup mounts) and the platform middleware around
+/// everything, so Socket.IO requests are logged, counted and guarded like the rest.
+pub fn router(
+    state: HttpState,
+    settings: &Settings,
+    inner: impl FnOnce(Router) -> Router,
+) -> Router {
+    // Every middleware takes its own copy of the state per request: one
+    // reference count to bump rather than a dozen.
+    let state = Arc::new(state);
+    let routes = Router::new()
+        .route("/", get(page::page))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
+        .with_state(state.clone());
+    let router = inner(routes)
+        .layer(from_fn_with_state(
+            state.clone(),
+            middleware::compact_engine_request_head,
+        ))
+        // Layers added later run first: metrics see everything, CORS answers
+        // preflights before the drain guard, which runs before socketioxide.
+        .layer(from_fn_with_state(state.clone(), page::local_client_script))
+        .layer(from_fn_with_state(
+            state.clone(),
+            middleware::refuse_new_sessions_while_draining,
+        ))
+        .layer(middleware::cors_layer(&settings.cors))
+        .layer(from_fn_with_state(state, middleware::observe));
+    if settings.socketio.allow_eio3 {
+        router
+    } else {
+        router.layer(axum::middleware::from_fn(middleware::refuse_eio3))
+    }
+}

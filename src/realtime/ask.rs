@@ -1,0 +1,128 @@
+//! Server-to-client acknowledgements: `room:ask` gathers the members' acks,
+//! `latency` times one.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use rmpv::Value;
+use serde::Serialize;
+use serde_json::json;
+use socketioxide::{
+    AckError,
+    adapter::Adapter,
+    extract::{AckSender, SocketRef},
+};
+
+use super::{
+    Realtime,
+    args::Args,
+    events::{ClientEvent, ServerEvent},
+    messages::{broadcast_failed, settle_broadcast},
+    reply::{failure, reply},
+    rooms::room_and_data,
+};
+
+/// Extra time `room:ask` allows after the ack timeout for the adapter's own timeouts to report.
+const ASK_MARGIN: Duration = Duration::from_millis(250);
+
+/// One member's answer to `room:ask`.
+#[derive(Debug, Serialize)]
+pub struct Answer {
+    /// The answering socket's id.
+    pub id: String,
+    /// What it passed to its ack callback (first argument).
+    pub answer: Value,
+}
+
+/// The ack of `room:ask`.
+#[derive(Debug, Serialize)]
+pub struct AskReply {
+    /// Always true: a bad room is answered with an error instead.
+    pub ok: bool,
+    /// Answers that arrived in time, in arrival order.
+    pub answers: Vec<Answer>,
+    /// Members that did not answer in time.
+    pub missed: usize,
+}
+
+/// `room:ask` (room, data, ack): asks every other member of a room, on any
+/// instance, and acks with their answers.
+pub async fn room_ask<A: Adapter>(
+    socket: SocketRef<A>,
+    args: Args,
+    ack: AckSender<A>,
+    rt: &Realtime,
+) {
+    let (room, data) = match room_and_data(ClientEvent::RoomAsk, &args) {
+        Ok(args) => args,
+        Err(error) => return reply(ack, &socket, failure(&error)),
+    };
+    let sent = socket
+        .to(room.clone())
+        .timeout(rt.ack_timeout)
+        .emit_with_ack::<_, Value>(ServerEvent::RoomAsk.name(), &(room.as_str(), data))
+        .await;
+    settle_broadcast(rt, ClientEvent::RoomAsk, None);
+    let stream = match sent {
+        Ok(stream) => stream,
+        Err(error) => {
+            broadcast_failed(rt, ClientEvent::RoomAsk, &error);
+            return reply(ack, &socket, failure("could not ask the room; try again"));
+        }
+    };
+    // The adapter's own per-socket timeouts normally end the stream, and
+    // count who missed it. When nobody at all is in the room, the Redis
+    // adapter waits for its request timeout on top; this bound keeps the
+    // answer within the ack timeout (plus a margin for the adapter's own).
+    let bound = rt.ack_timeout + ASK_MARGIN;
+    let results: Vec<_> = tokio::time::timeout(bound, stream.collect::<Vec<_>>())
+        .await
+        .unwrap_or_default();
+    let mut answers = Vec::new();
+    let mut missed = 0;
+    for (id, result) in results {
+        match result {
+            Ok(answer) => answers.push(Answer {
+                id: id.to_string(),
+                answer,
+            }),
+            // An empty ack (`callback()`) is an answer without a value.
+            Err(AckError::Decode(_)) => answers.push(Answer {
+                id: id.to_string(),
+                answer: Value::Nil,
+            }),
+            Err(_) => missed += 1,
+        }
+    }
+    let body = AskReply {
+        ok: true,
+        answers,
+        missed,
+    };
+    reply(ack, &socket, body);
+}
+
+/// `latency` (ack): asks the client to ack, reports the round trip.
+pub async fn latency<A: Adapter>(socket: SocketRef<A>, ack: AckSender<A>, rt: &Realtime) {
+    let started = Instant::now();
+    let answer = match socket.emit_with_ack::<_, Value>(
+        ServerEvent::Latency.name(),
+        &json!({ "instance": &*rt.instance_id }),
+    ) {
+        // An ack that arrived but cannot be decoded (e.g. `callback()` with no
+        // arguments) still answers the question: the client is there.
+        Ok(pending) => match pending.await {
+            Ok(_) | Err(AckError::Decode(_)) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    let body = match answer {
+        Ok(()) => json!({ "ok": true, "rtt_ms": started.elapsed().as_secs_f64() * 1000.0 }),
+        Err(error) => {
+            tracing::debug!(sid = %socket.id, %error, "client did not ack `latency`");
+            json!({ "ok": false, "error": format!("the client did not acknowledge `latency`: {error}") })
+        }
+    };
+    reply(ack, &socket, body);
+}

@@ -1,0 +1,62 @@
+//! The Socket.IO event contract on namespace `/`.
+//!
+//! | client sends | server does |
+//! |---|---|
+//! | (connects) | emits `welcome` `{id, instance}` to that socket |
+//! | `message` (data, ack?) | emits `message` (data) to every other socket; acks `{ok: true}` |
+//! | `join` / `leave` (room, ack?) | joins / leaves; acks `{ok: true, room}` or `{ok: false, error}` |
+//! | `room:message` (room, data, ack?) | emits `room:message` (room, data) to the other sockets in the room |
+//! | `rooms` (ack) | acks `{ok, count, rooms}`: every room in the namespace, cluster-wide |
+//! | `room:members` (room, ack) | acks `{ok, room, count, members}`: socket ids in the room, cluster-wide |
+//! | `room:ask` (room, data, ack) | emits `room:ask` (room, data) *with an ack* to the other sockets in the room, cluster-wide; acks `{ok, answers, missed}` |
+//! | `latency` (ack) | emits `latency` to that socket *with an ack*, times the answer, acks `{ok: true, rtt_ms}` |
+//! | anything else | ignored, logged at debug |
+//!
+//! - [`events`]: the names, in one table;
+//! - [`connection`]: connect (handlers registered before CONNECT is sent, `welcome`) and disconnect;
+//! - `dispatch`: the single entry point of every client event;
+//! - `messages`, `rooms`, `ask`: one file per event family;
+//! - [`args`]: every argument of an event, binary included.
+//!
+//! Every handler is generic over the adapter, so the same code serves a single
+//! instance (in-memory adapter) and a cluster (Redis adapter).
+
+pub mod args;
+mod ask;
+pub mod connection;
+mod dispatch;
+pub mod events;
+mod messages;
+mod reply;
+pub mod rooms;
+
+use std::{sync::Arc, time::Duration};
+
+use socketioxide::{SocketIo, handler::ConnectHandler};
+
+use crate::{app::NsAdapter, metrics::Metrics, net::SlowConsumers};
+
+pub use ask::{Answer, AskReply};
+pub use connection::{SLOW_CONSUMER, Welcome, reason_label};
+pub use rooms::{MAX_ROOM_CHARS, room_name};
+
+/// What the handlers share: who this instance is and where to count things.
+#[derive(Clone)]
+pub struct Realtime {
+    /// Instance id sent in `welcome`.
+    pub instance_id: Arc<str>,
+    /// Metrics the handlers update.
+    pub metrics: Metrics,
+    /// How long `room:ask` waits for the members' answers.
+    pub ack_timeout: Duration,
+    /// Closes the connections of clients that stopped reading.
+    pub slow_consumers: SlowConsumers,
+}
+
+/// Registers the contract on namespace `/` of `io`.
+pub fn register<A: NsAdapter>(io: &SocketIo<A>) -> A::InitRes {
+    io.ns(
+        "/",
+        connection::on_connect::<A>.with(connection::prepare::<A>),
+    )
+}

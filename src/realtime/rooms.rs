@@ -1,0 +1,148 @@
+//! Rooms: `join`, `leave`, `rooms` and `room:members`, and the room-name rule.
+
+use rmpv::Value;
+use serde_json::json;
+use socketioxide::{
+    adapter::Adapter,
+    extract::{AckSender, SocketRef},
+};
+
+use super::{
+    args::Args,
+    events::ClientEvent,
+    reply::{failure, reply},
+};
+use crate::hub;
+
+/// Longest room name accepted, in characters.
+pub const MAX_ROOM_CHARS: usize = 128;
+
+const ROOM_FORM: &str = "room must be a string of 1 to 128 characters";
+
+/// `join` (room, ack?).
+pub fn join<A: Adapter>(socket: SocketRef<A>, args: Args, ack: AckSender<A>) {
+    change_membership(Membership::Join, socket, args, ack);
+}
+
+/// `leave` (room, ack?).
+pub fn leave<A: Adapter>(socket: SocketRef<A>, args: Args, ack: AckSender<A>) {
+    change_membership(Membership::Leave, socket, args, ack);
+}
+
+/// Which way `join` and `leave` change a socket's rooms.
+#[derive(Debug, Clone, Copy)]
+enum Membership {
+    /// Add the socket to the room.
+    Join,
+    /// Remove the socket from the room.
+    Leave,
+}
+
+/// Validates the room, applies the change, acks with the room or the reason.
+fn change_membership<A: Adapter>(
+    change: Membership,
+    socket: SocketRef<A>,
+    args: Args,
+    ack: AckSender<A>,
+) {
+    match args.get(0).map_or(Err(ROOM_FORM), room_name) {
+        Ok(room) => {
+            match change {
+                Membership::Join => socket.join(room.clone()),
+                Membership::Leave => socket.leave(room.clone()),
+            }
+            tracing::debug!(sid = %socket.id, %room, change = ?change, "room membership changed");
+            reply(ack, &socket, json!({ "ok": true, "room": room }));
+        }
+        Err(error) => reply(ack, &socket, failure(error)),
+    }
+}
+
+/// `rooms` (ack): every room of the namespace on every instance.
+pub async fn rooms<A: Adapter>(socket: SocketRef<A>, ack: AckSender<A>) {
+    // From a socket, the adapter lists rooms relative to it: `broadcast()`
+    // covers every other socket on every instance; the caller's own rooms are local.
+    let own = socket.rooms().into_iter().map(|r| r.into_owned());
+    match hub::list_rooms(socket.broadcast(), own).await {
+        Ok(listing) => reply(
+            ack,
+            &socket,
+            json!({ "ok": true, "count": listing.count, "rooms": listing.names }),
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "listing rooms failed");
+            reply(ack, &socket, failure("could not list the rooms; try again"));
+        }
+    }
+}
+
+/// `room:members` (room, ack): the room's socket ids on every instance.
+pub async fn members<A: Adapter>(socket: SocketRef<A>, args: Args, ack: AckSender<A>) {
+    let room = match args.get(0).map_or(Err(ROOM_FORM), room_name) {
+        Ok(room) => room,
+        Err(error) => return reply(ack, &socket, failure(error)),
+    };
+    match hub::list_sockets(socket.within(room.clone())).await {
+        Ok(listing) => reply(
+            ack,
+            &socket,
+            json!({ "ok": true, "room": room, "count": listing.count, "members": listing.names }),
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "fetching room members failed");
+            reply(
+                ack,
+                &socket,
+                failure("could not list the room's members; try again"),
+            );
+        }
+    }
+}
+
+/// Validates a room argument: a string of 1 to [`MAX_ROOM_CHARS`] characters.
+pub fn room_name(value: &Value) -> Result<String, &'static str> {
+    let Value::String(s) = value else {
+        return Err(ROOM_FORM);
+    };
+    let Some(s) = s.as_str() else {
+        return Err("room must be valid UTF-8");
+    };
+    match s.chars().count() {
+        0 => Err("room must not be empty"),
+        n if n > MAX_ROOM_CHARS => Err("room must be at most 128 characters"),
+        _ => Ok(s.to_owned()),
+    }
+}
+
+/// The (room, data) arguments of `room:message` and `room:ask`, with the room validated.
+pub(super) fn room_and_data(event: ClientEvent, args: &Args) -> Result<(String, &Value), String> {
+    let (Some(room), Some(data)) = (args.get(0), args.get(1)) else {
+        return Err(format!(
+            "`{}` needs two arguments: room and data",
+            event.name()
+        ));
+    };
+    let room = room_name(room).map_err(str::to_owned)?;
+    Ok((room, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_are_checked_for_type_and_length() {
+        assert_eq!(room_name(&Value::from("lobby")), Ok("lobby".to_owned()));
+        assert_eq!(
+            room_name(&Value::from("é".repeat(128))),
+            Ok("é".repeat(128))
+        );
+        assert_eq!(room_name(&Value::from("")), Err("room must not be empty"));
+        assert_eq!(
+            room_name(&Value::from("x".repeat(129))),
+            Err("room must be at most 128 characters")
+        );
+        assert_eq!(room_name(&Value::from(42)), Err(ROOM_FORM));
+        assert_eq!(room_name(&Value::Nil), Err(ROOM_FORM));
+    }
+}
