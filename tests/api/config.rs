@@ -391,3 +391,114 @@ fn the_binary_prints_help_and_the_effective_config() {
     assert!(text.contains("port = 4321"), "{text}");
     assert!(text.contains("log.format = \"json\""), "{text}");
 }
+
+/// The README's configuration table is generated from the key table; this
+/// fails when either changed alone. `UPDATE_README=1` rewrites the README's copy.
+#[test]
+fn the_readme_configuration_table_is_the_key_table() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+    let readme = std::fs::read_to_string(path).expect("README.md");
+    let header = "| key | env | default | meaning |";
+    let start = readme.find(header).expect("the README has a configuration table");
+    let end = readme[start..]
+        .find("\n\n")
+        .map_or(readme.len(), |n| start + n + 1);
+    let documented = &readme[start..end];
+    let generated = ecos::config::keys::markdown_table();
+    if documented != generated && std::env::var_os("UPDATE_README").is_some() {
+        let updated = format!("{}{generated}{}", &readme[..start], &readme[end..]);
+        std::fs::write(path, updated).expect("rewrite README.md");
+        return;
+    }
+    assert_eq!(
+        documented, generated,
+        "README.md's configuration table differs from src/config/keys.rs; \
+         run `UPDATE_README=1 cargo test --test api readme` after changing a key"
+    );
+}
+
+#[test]
+fn an_unknown_ecos_variable_stops_loading_and_names_the_closest_key() {
+    let message = load(&[("ECOS_SOCKETIO__PING_INTERVAL", "5")])
+        .expect_err("a misspelled key is refused")
+        .to_string();
+    assert_eq!(
+        message,
+        "unknown setting ECOS_SOCKETIO__PING_INTERVAL (in the environment); \
+         did you mean `socketio.ping_interval_secs`?"
+    );
+    let message = load(&[("ECOS_PROT", "1")]).expect_err("refused").to_string();
+    assert!(message.contains("ECOS_PROT"), "{message}");
+    assert!(message.contains("did you mean `port`?"), "{message}");
+    // Nothing close: the name alone.
+    let message = load(&[("ECOS_ZZZZZZZZZZZZ", "1")])
+        .expect_err("refused")
+        .to_string();
+    assert_eq!(
+        message,
+        "unknown setting ECOS_ZZZZZZZZZZZZ (in the environment)"
+    );
+    // The documented non-setting variable stays allowed.
+    let file = toml_file("port = 4001\n");
+    let with_config = Settings::load(&Sources {
+        file: Some(file.0.clone()),
+        env: env(&[("ECOS_CONFIG", "/elsewhere.toml")]),
+    })
+    .expect("ECOS_CONFIG is not a setting but is allowed");
+    assert_eq!(with_config.port, 4001);
+}
+
+#[test]
+fn an_unknown_key_in_the_file_stops_loading_and_names_the_file_and_the_closest_key() {
+    let file = toml_file("prot = 4000\n");
+    let message = Settings::load(&Sources {
+        file: Some(file.0.clone()),
+        env: env(&[]),
+    })
+    .expect_err("a misspelled key is refused")
+    .to_string();
+    assert!(message.starts_with("unknown setting `prot` (in "), "{message}");
+    assert!(message.contains(&file.0.display().to_string()), "{message}");
+    assert!(message.ends_with("did you mean `port`?"), "{message}");
+
+    let file = toml_file("[socketio]\nping_interval = 5\n");
+    let message = Settings::load(&Sources {
+        file: Some(file.0.clone()),
+        env: env(&[]),
+    })
+    .expect_err("refused")
+    .to_string();
+    assert!(
+        message.contains("`socketio.ping_interval`")
+            && message.contains("did you mean `socketio.ping_interval_secs`?"),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_binary_refuses_an_unknown_variable_with_exit_2_and_one_line() {
+    let output = ecos_binary()
+        .env("ECOS_SOCKETIO__PING_INTERVAL", "5")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        "ecos: unknown setting ECOS_SOCKETIO__PING_INTERVAL (in the environment); \
+         did you mean `socketio.ping_interval_secs`?"
+    );
+}
+
+#[test]
+fn print_config_leaves_a_generated_instance_id_out() {
+    let s = load(&[]).expect("defaults");
+    let shown = s.to_display_string();
+    assert!(
+        shown.contains("# instance_id is generated at start-up"),
+        "{shown}"
+    );
+    assert!(!shown.contains("\ninstance_id ="), "{shown}");
+    let pinned = load(&[("ECOS_INSTANCE_ID", "web-7")]).expect("ok");
+    assert!(pinned.to_display_string().contains("instance_id = \"web-7\""));
+}
