@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{
     client::Transport,
-    helpers::{TRANSPORTS, TestApp, spawn_app_with},
+    helpers::{TRANSPORTS, TestApp, readyz, spawn_app_with},
     redis_server::RedisServer,
 };
 
@@ -61,17 +61,11 @@ async fn spawn_cluster(n: usize, url: &str, prefix: &str) -> Vec<TestApp> {
     nodes
 }
 
-async fn readyz(app: &TestApp) -> (u16, Value) {
-    let response = app.get("/readyz").await;
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("readyz json"))
-}
-
 /// Polls `/readyz` until it answers `status`; returns how long it took.
 async fn wait_ready(app: &TestApp, status: u16, within: Duration) -> Duration {
     let started = Instant::now();
     loop {
-        let (got, body) = readyz(app).await;
+        let (got, body) = readyz(app.addr.port()).await;
         if got == status {
             return started.elapsed();
         }
@@ -184,7 +178,7 @@ async fn readyz_reports_the_cluster_wide_socket_count() {
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let (status, body) = readyz(&nodes[0]).await;
+        let (status, body) = readyz(nodes[0].addr.port()).await;
         assert_eq!(status, 200);
         if body["cluster"] == json!({ "instances": 3, "connected_sockets": 6 }) {
             break;
@@ -197,7 +191,10 @@ async fn readyz_reports_the_cluster_wide_socket_count() {
     }
     assert_eq!(nodes[2].metric("ecos_cluster_connected_sockets").await, 6.0);
     assert_eq!(nodes[2].metric("ecos_cluster_instances").await, 3.0);
-    assert_eq!(readyz(&nodes[1]).await.1["adapter"], json!("redis"));
+    assert_eq!(
+        readyz(nodes[1].addr.port()).await.1["adapter"],
+        json!("redis")
+    );
 }
 
 #[tokio::test]
@@ -227,7 +224,7 @@ async fn without_redis_at_start_up_ecos_serves_locally_then_joins_when_redis_app
 
     // Up, alive, not ready, and saying why.
     assert_eq!(a.get_text("/healthz").await.0, 200);
-    let (status, body) = readyz(&a).await;
+    let (status, body) = readyz(a.addr.port()).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], json!("degraded"));
     assert!(
@@ -374,7 +371,7 @@ async fn draining_one_instance_leaves_the_cluster_count() {
     );
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let body = readyz(&nodes[0]).await.1;
+        let body = readyz(nodes[0].addr.port()).await.1;
         if body["cluster"]["instances"] == json!(1) {
             break;
         }
@@ -483,7 +480,7 @@ async fn rediss_verifies_certificates_by_default() {
         assert!(Instant::now() < deadline, "no connection attempt failed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (status, body) = readyz(&node).await;
+    let (status, body) = readyz(node.addr.port()).await;
     assert_eq!(status, 503, "{body}");
     let reason = body["reason"].as_str().unwrap_or_default().to_lowercase();
     assert!(

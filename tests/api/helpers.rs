@@ -1,8 +1,13 @@
-//! `spawn_app` and the `TestApp` handle every test starts from.
+//! `spawn_app` and the `TestApp` handle every test starts from, and the
+//! probing helpers tests share.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{SocketAddr, TcpListener},
+    time::Duration,
+};
 
 use ecos::{Application, Settings, startup::StartupError};
+use serde_json::Value;
 use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::client::{SioClient, Transport};
@@ -42,13 +47,9 @@ pub async fn spawn_built(app: Application) -> TestApp {
     let task = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client");
     TestApp {
         addr,
-        http,
+        http: http_client(),
         stop: Some(stop),
         task: Some(task),
     }
@@ -148,3 +149,32 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
 
 /// Both transports, for tests that must hold on each.
 pub const TRANSPORTS: [Transport; 2] = [Transport::WebSocket, Transport::Polling];
+
+/// The HTTP client tests use for the platform routes; its timeout keeps a
+/// hung server from hanging the test.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
+
+/// GET `/readyz` on the loopback `port`: the status and the JSON body.
+pub async fn readyz(port: u16) -> (u16, Value) {
+    let response = http_client()
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .expect("GET /readyz succeeds");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("readyz json"))
+}
+
+/// A loopback port nothing listens on right now (the OS picked it; someone
+/// else may take it before the caller binds it, which tests accept).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}

@@ -3,7 +3,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::{
     client::{SioClient, Transport},
+    helpers::{free_port, readyz},
     redis_server::RedisServer,
 };
 
@@ -24,13 +25,6 @@ struct Process {
     started: serde_json::Value,
     /// Further stdout lines.
     lines: mpsc::Receiver<String>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 /// Starts the binary with a clean environment plus `env`, JSON logs, and
@@ -116,14 +110,6 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-async fn readyz(port: u16) -> (u16, serde_json::Value) {
-    let response = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
-        .await
-        .expect("readyz");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("json"))
 }
 
 #[tokio::test]

@@ -1,10 +1,11 @@
 //! A throw-away `redis-server` on a free port, for tests that stop and restart Redis.
 
 use std::{
-    net::TcpListener,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+
+use crate::helpers::free_port;
 
 /// A Redis server process owned by one test.
 pub struct RedisServer {
@@ -19,12 +20,8 @@ pub struct RedisServer {
 impl RedisServer {
     /// Picks a free port but does not start Redis yet.
     pub fn reserve() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
         Self {
-            port,
+            port: free_port(),
             child: None,
             tls_dir: None,
         }
