@@ -1,9 +1,10 @@
 //! `spawn_app` and the `TestApp` handle every test starts from, and the
-//! probing helpers tests share.
+//! waiting and probing helpers tests share.
 
 use std::{
+    fmt::Display,
     net::{SocketAddr, TcpListener},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use ecos::{Application, Settings, startup::StartupError};
@@ -86,18 +87,15 @@ impl TestApp {
 
     /// Polls `series` until it equals `want` (metrics move asynchronously after a disconnect).
     pub async fn wait_metric(&self, series: &str, want: f64) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let got = self.metric(series).await;
-            if got == want {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{series} is {got}, expected {want}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        eventually(
+            &format!("{series} to be {want}"),
+            Duration::from_secs(5),
+            async || {
+                let got = self.metric(series).await;
+                if got == want { Ok(()) } else { Err(got) }
+            },
+        )
+        .await;
     }
 
     /// A connected Socket.IO client on namespace `/`, with its `welcome` consumed.
@@ -177,4 +175,57 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port()
+}
+
+/// How often `eventually` and `eventually_blocking` probe.
+const POLL_EVERY: Duration = Duration::from_millis(25);
+
+/// Calls `probe` every [`POLL_EVERY`] until it returns `Ok`, and returns that
+/// value. `Err` carries what the probe saw instead: if `within` passes
+/// without an `Ok`, the panic names `what` was awaited and shows the last
+/// `Err`. The last probe starts at the deadline, never later, so the wait is
+/// never longer than `within` plus one probe.
+pub async fn eventually<T, E: Display>(
+    what: &str,
+    within: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    // tokio's clock, so the deadline and the sleeps agree.
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let last = match probe().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            gave_up(what, within, last);
+        }
+        tokio::time::sleep(POLL_EVERY.min(left)).await;
+    }
+}
+
+/// `eventually` for code that cannot await: sleeps the thread between probes.
+pub fn eventually_blocking<T, E: Display>(
+    what: &str,
+    within: Duration,
+    mut probe: impl FnMut() -> Result<T, E>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let last = match probe() {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            gave_up(what, within, last);
+        }
+        std::thread::sleep(POLL_EVERY.min(left));
+    }
+}
+
+/// The panic of `eventually` and `eventually_blocking`.
+fn gave_up(what: &str, within: Duration, last: impl Display) -> ! {
+    panic!("waited {within:?} for {what}; last seen: {last}")
 }

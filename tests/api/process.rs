@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::{
     client::{SioClient, Transport},
-    helpers::{free_port, readyz},
+    helpers::{eventually, free_port, readyz},
     redis_server::RedisServer,
 };
 
@@ -84,16 +84,14 @@ impl Process {
     /// Waits for the exit; returns the code and how long it took.
     async fn wait_exit(&mut self, within: Duration) -> (Option<i32>, Duration) {
         let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return (status.code(), started.elapsed());
-            }
-            assert!(
-                started.elapsed() < within,
-                "ecos did not exit within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let status = eventually("ecos to exit", within, async || {
+            self.child
+                .try_wait()
+                .expect("try_wait")
+                .ok_or("still running")
+        })
+        .await;
+        (status.code(), started.elapsed())
     }
 
     /// Whether a logged line with this message arrived already.
@@ -184,21 +182,21 @@ async fn with_rediss_and_tls_insecure_it_joins_a_self_signed_tls_redis() {
         .collect();
     for (process, port) in processes.iter().zip(ports) {
         assert_eq!(process.started["adapter"], json!("redis"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (status, body) = readyz(port).await;
-            if status == 200 {
-                assert!(
-                    body["instance"]
-                        .as_str()
-                        .is_some_and(|i| i.starts_with("web.")),
-                    "{body}"
-                );
-                break;
-            }
-            assert!(Instant::now() < deadline, "never ready: {body}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let body = eventually(
+            &format!("readiness on port {port}"),
+            Duration::from_secs(10),
+            async || match readyz(port).await {
+                (200, body) => Ok(body),
+                (_, body) => Err(body),
+            },
+        )
+        .await;
+        assert!(
+            body["instance"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("web.")),
+            "{body}"
+        );
     }
     let mut sender = SioClient::connect(
         SocketAddr::from(([127, 0, 0, 1], ports[0])),

@@ -2,10 +2,10 @@
 
 use std::{
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use crate::helpers::free_port;
+use crate::helpers::{eventually_blocking, free_port};
 
 /// A Redis server process owned by one test.
 pub struct RedisServer {
@@ -109,27 +109,25 @@ impl RedisServer {
             .spawn()
             .expect("redis-server is installed");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            // A TLS server is probed for an open port only: the test client
-            // has no TLS set up, which is what the code under test is for.
-            if self.tls_dir.is_some() {
-                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                    return;
+        eventually_blocking(
+            &format!("redis-server to start on {}", self.port),
+            Duration::from_secs(10),
+            || {
+                // A TLS server is probed for an open port only: the test client
+                // has no TLS set up, which is what the code under test is for.
+                if self.tls_dir.is_some() {
+                    std::net::TcpStream::connect(("127.0.0.1", self.port))
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                } else {
+                    redis::Client::open(self.url())
+                        .and_then(|client| client.get_connection())
+                        .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn))
+                        .map(drop)
+                        .map_err(|e| e.to_string())
                 }
-            } else if let Ok(client) = redis::Client::open(self.url())
-                && let Ok(mut conn) = client.get_connection()
-                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            },
+        );
     }
 
     /// Kills the server abruptly, as a crash or a network cut would.
