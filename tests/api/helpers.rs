@@ -4,6 +4,7 @@
 use std::{
     fmt::Display,
     net::{SocketAddr, TcpListener},
+    panic::Location,
     time::{Duration, Instant},
 };
 
@@ -182,35 +183,42 @@ const POLL_EVERY: Duration = Duration::from_millis(25);
 
 /// Calls `probe` every [`POLL_EVERY`] until it returns `Ok`, and returns that
 /// value. `Err` carries what the probe saw instead: if `within` passes
-/// without an `Ok`, the panic names `what` was awaited and shows the last
-/// `Err`. The last probe starts at the deadline, never later, so the wait is
-/// never longer than `within` plus one probe.
-pub async fn eventually<T, E: Display>(
+/// without an `Ok`, the panic names the calling line and `what` it waited
+/// for, and shows the last `Err`. The last probe starts at the deadline,
+/// never later, so the wait is never longer than `within` plus one probe.
+// Not an `async fn`: those cannot see their caller.
+#[track_caller]
+pub fn eventually<T, E: Display>(
     what: &str,
     within: Duration,
     mut probe: impl AsyncFnMut() -> Result<T, E>,
-) -> T {
-    // tokio's clock, so the deadline and the sleeps agree.
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let last = match probe().await {
-            Ok(value) => return value,
-            Err(last) => last,
-        };
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            gave_up(what, within, last);
+) -> impl Future<Output = T> {
+    let caller = Location::caller();
+    async move {
+        // tokio's clock, so the deadline and the sleeps agree.
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let last = match probe().await {
+                Ok(value) => return value,
+                Err(last) => last,
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                gave_up(caller, what, within, last);
+            }
+            tokio::time::sleep(POLL_EVERY.min(left)).await;
         }
-        tokio::time::sleep(POLL_EVERY.min(left)).await;
     }
 }
 
 /// `eventually` for code that cannot await: sleeps the thread between probes.
+#[track_caller]
 pub fn eventually_blocking<T, E: Display>(
     what: &str,
     within: Duration,
     mut probe: impl FnMut() -> Result<T, E>,
 ) -> T {
+    let caller = Location::caller();
     let deadline = Instant::now() + within;
     loop {
         let last = match probe() {
@@ -219,13 +227,13 @@ pub fn eventually_blocking<T, E: Display>(
         };
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            gave_up(what, within, last);
+            gave_up(caller, what, within, last);
         }
         std::thread::sleep(POLL_EVERY.min(left));
     }
 }
 
-/// The panic of `eventually` and `eventually_blocking`.
-fn gave_up(what: &str, within: Duration, last: impl Display) -> ! {
-    panic!("waited {within:?} for {what}; last seen: {last}")
+/// The panic of `eventually` and `eventually_blocking`, naming the line that waited.
+fn gave_up(caller: &Location, what: &str, within: Duration, last: impl Display) -> ! {
+    panic!("{caller}: waited {within:?} for {what}; last seen: {last}")
 }
