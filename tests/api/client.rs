@@ -12,8 +12,6 @@
 //! acks; the writer serialises all outgoing frames so that a binary packet's
 //! attachments are never interleaved with other packets.
 
-#![allow(dead_code)]
-
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
@@ -96,7 +94,6 @@ pub struct SioClient {
     transport: Transport,
     ns: String,
     sid: String,
-    engine_sid: String,
     handshake: Value,
     out: mpsc::UnboundedSender<Cmd>,
     inbound: mpsc::UnboundedReceiver<Inbound>,
@@ -237,16 +234,14 @@ impl SioClient {
                 handshake
             }
         };
-        let engine_sid = handshake["sid"]
-            .as_str()
-            .ok_or_else(|| anyhow!("OPEN packet has no string sid: {handshake}"))?
-            .to_owned();
+        if !handshake["sid"].is_string() {
+            return Err(anyhow!("OPEN packet has no string sid: {handshake}").into());
+        }
 
         let mut client = SioClient {
             transport,
             ns,
             sid: String::new(),
-            engine_sid,
             handshake,
             out: out_tx,
             inbound: in_rx,
@@ -286,24 +281,9 @@ impl SioClient {
         &self.sid
     }
 
-    /// The Engine.IO session id from the OPEN packet.
-    pub fn engine_sid(&self) -> &str {
-        &self.engine_sid
-    }
-
     /// The OPEN packet JSON (sid, upgrades, pingInterval, pingTimeout, maxPayload).
     pub fn handshake(&self) -> &Value {
         &self.handshake
-    }
-
-    /// The namespace this client is bound to, always starting with `/`.
-    pub fn namespace(&self) -> &str {
-        &self.ns
-    }
-
-    /// The transport chosen at connect time.
-    pub fn transport(&self) -> Transport {
-        self.transport
     }
 
     /// Emits an EVENT without asking for an ack; resolves once the frame was written (WS) or POSTed (polling).
@@ -417,11 +397,6 @@ impl SioClient {
         self.send_frames(frames).await
     }
 
-    /// Next EVENT/BINARY_EVENT within `within`, or None.
-    pub async fn recv_event(&mut self, within: Duration) -> Option<Event> {
-        self.recv_event_until(Instant::now() + within).await
-    }
-
     async fn recv_event_until(&mut self, deadline: Instant) -> Option<Event> {
         if let Some(ev) = self.stash.pop_front() {
             return Some(ev);
@@ -455,7 +430,7 @@ impl SioClient {
         );
     }
 
-    /// Panics if any event named `name` arrives within `within`; other events are kept for later `recv_event`/`expect_event` calls.
+    /// Panics if any event named `name` arrives within `within`; other events are kept for later `expect_event` calls.
     pub async fn assert_no_event(&mut self, name: &str, within: Duration) {
         let deadline = Instant::now() + within;
         let mut kept = std::mem::take(&mut self.stash);
@@ -484,11 +459,6 @@ impl SioClient {
     /// Sends one raw Engine.IO text packet exactly as given (e.g. "4garbage"), for malformed-input tests; Ok even if the server rejects it (polling 4xx), so check `wait_closed`.
     pub async fn send_raw_text(&self, packet: &str) -> anyhow::Result<()> {
         self.write(vec![Frame::Text(packet.to_owned())], true).await
-    }
-
-    /// Sends one raw Engine.IO binary packet (a WS binary frame, or `b<base64>` when polling).
-    pub async fn send_raw_binary(&self, data: Vec<u8>) -> anyhow::Result<()> {
-        self.write(vec![Frame::Binary(data)], true).await
     }
 
     /// Resolves true once the server has ended this session (WS close / polling 400 or error / Socket.IO DISCONNECT `41` / EIO CLOSE) within `within`.

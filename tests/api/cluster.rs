@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{
     client::Transport,
-    helpers::{TRANSPORTS, TestApp, spawn_app_with},
+    helpers::{TRANSPORTS, TestApp, eventually, readyz, spawn_app_with},
     redis_server::RedisServer,
 };
 
@@ -61,26 +61,19 @@ async fn spawn_cluster(n: usize, url: &str, prefix: &str) -> Vec<TestApp> {
     nodes
 }
 
-async fn readyz(app: &TestApp) -> (u16, Value) {
-    let response = app.get("/readyz").await;
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("readyz json"))
-}
-
 /// Polls `/readyz` until it answers `status`; returns how long it took.
 async fn wait_ready(app: &TestApp, status: u16, within: Duration) -> Duration {
     let started = Instant::now();
-    loop {
-        let (got, body) = readyz(app).await;
-        if got == status {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < within,
-            "readyz stayed {got} ({body}), wanted {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        &format!("readyz to answer {status}"),
+        within,
+        async || match readyz(app.addr.port()).await {
+            (got, _) if got == status => Ok(()),
+            (got, body) => Err(format!("{got} ({body})")),
+        },
+    )
+    .await;
+    started.elapsed()
 }
 
 #[tokio::test]
@@ -182,22 +175,26 @@ async fn readyz_reports_the_cluster_wide_socket_count() {
             clients.push(node.client(Transport::WebSocket).await);
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (status, body) = readyz(&nodes[0]).await;
-        assert_eq!(status, 200);
-        if body["cluster"] == json!({ "instances": 3, "connected_sockets": 6 }) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "cluster totals never reached 3/6: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "cluster totals to reach 3/6",
+        Duration::from_secs(5),
+        async || {
+            let (status, body) = readyz(nodes[0].addr.port()).await;
+            assert_eq!(status, 200);
+            if body["cluster"] == json!({ "instances": 3, "connected_sockets": 6 }) {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        },
+    )
+    .await;
     assert_eq!(nodes[2].metric("ecos_cluster_connected_sockets").await, 6.0);
     assert_eq!(nodes[2].metric("ecos_cluster_instances").await, 3.0);
-    assert_eq!(readyz(&nodes[1]).await.1["adapter"], json!("redis"));
+    assert_eq!(
+        readyz(nodes[1].addr.port()).await.1["adapter"],
+        json!("redis")
+    );
 }
 
 #[tokio::test]
@@ -227,7 +224,7 @@ async fn without_redis_at_start_up_ecos_serves_locally_then_joins_when_redis_app
 
     // Up, alive, not ready, and saying why.
     assert_eq!(a.get_text("/healthz").await.0, 200);
-    let (status, body) = readyz(&a).await;
+    let (status, body) = readyz(a.addr.port()).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], json!("degraded"));
     assert!(
@@ -372,18 +369,19 @@ async fn draining_one_instance_leaves_the_cluster_count() {
             .await
             .is_some_and(|r| r.is_ok())
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let body = readyz(&nodes[0]).await.1;
-        if body["cluster"]["instances"] == json!(1) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the drained instance is still counted: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "the drained instance to leave the cluster count",
+        Duration::from_secs(5),
+        async || {
+            let body = readyz(nodes[0].addr.port()).await.1;
+            if body["cluster"]["instances"] == json!(1) {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -478,12 +476,16 @@ async fn rediss_verifies_certificates_by_default() {
     })
     .await;
     // Wait for a failed attempt (the handshake fails at once); none may succeed.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while node.metric("ecos_redis_connect_failures_total").await < 1.0 {
-        assert!(Instant::now() < deadline, "no connection attempt failed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (status, body) = readyz(&node).await;
+    eventually(
+        "a connection attempt to fail",
+        Duration::from_secs(10),
+        async || match node.metric("ecos_redis_connect_failures_total").await {
+            failures if failures >= 1.0 => Ok(()),
+            failures => Err(format!("{failures} failures")),
+        },
+    )
+    .await;
+    let (status, body) = readyz(node.addr.port()).await;
     assert_eq!(status, 503, "{body}");
     let reason = body["reason"].as_str().unwrap_or_default().to_lowercase();
     assert!(

@@ -1,8 +1,15 @@
-//! `spawn_app` and the `TestApp` handle every test starts from.
+//! `spawn_app` and the `TestApp` handle every test starts from, and the
+//! waiting and probing helpers tests share.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    fmt::Display,
+    net::{SocketAddr, TcpListener},
+    panic::Location,
+    time::{Duration, Instant},
+};
 
 use ecos::{Application, Settings, app::StartupError};
+use serde_json::Value;
 use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::client::{SioClient, Transport};
@@ -70,13 +77,9 @@ pub async fn spawn_built(app: Application) -> TestApp {
     let task = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client");
     TestApp {
         addr,
-        http,
+        http: http_client(),
         stop: Some(stop),
         task: Some(task),
     }
@@ -113,18 +116,15 @@ impl TestApp {
 
     /// Polls `series` until it equals `want` (metrics move asynchronously after a disconnect).
     pub async fn wait_metric(&self, series: &str, want: f64) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let got = self.metric(series).await;
-            if got == want {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{series} is {got}, expected {want}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        eventually(
+            &format!("{series} to be {want}"),
+            Duration::from_secs(5),
+            async || {
+                let got = self.metric(series).await;
+                if got == want { Ok(()) } else { Err(got) }
+            },
+        )
+        .await;
     }
 
     /// A connected Socket.IO client on namespace `/`, with its `welcome` consumed.
@@ -176,3 +176,92 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
 
 /// Both transports, for tests that must hold on each.
 pub const TRANSPORTS: [Transport; 2] = [Transport::WebSocket, Transport::Polling];
+
+/// The HTTP client tests use for the platform routes; its timeout keeps a
+/// hung server from hanging the test.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
+
+/// GET `/readyz` on the loopback `port`: the status and the JSON body.
+pub async fn readyz(port: u16) -> (u16, Value) {
+    let response = http_client()
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .expect("GET /readyz succeeds");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("readyz json"))
+}
+
+/// A loopback port nothing listens on right now (the OS picked it; someone
+/// else may take it before the caller binds it, which tests accept).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// How often `eventually` and `eventually_blocking` probe.
+const POLL_EVERY: Duration = Duration::from_millis(25);
+
+/// Calls `probe` every [`POLL_EVERY`] until it returns `Ok`, and returns that
+/// value. `Err` carries what the probe saw instead: if `within` passes
+/// without an `Ok`, the panic names the calling line and `what` it waited
+/// for, and shows the last `Err`. The last probe starts at the deadline,
+/// never later, so the wait is never longer than `within` plus one probe.
+// Not an `async fn`: those cannot see their caller.
+#[track_caller]
+pub fn eventually<T, E: Display>(
+    what: &str,
+    within: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, E>,
+) -> impl Future<Output = T> {
+    let caller = Location::caller();
+    async move {
+        // tokio's clock, so the deadline and the sleeps agree.
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let last = match probe().await {
+                Ok(value) => return value,
+                Err(last) => last,
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                gave_up(caller, what, within, last);
+            }
+            tokio::time::sleep(POLL_EVERY.min(left)).await;
+        }
+    }
+}
+
+/// `eventually` for code that cannot await: sleeps the thread between probes.
+#[track_caller]
+pub fn eventually_blocking<T, E: Display>(
+    what: &str,
+    within: Duration,
+    mut probe: impl FnMut() -> Result<T, E>,
+) -> T {
+    let caller = Location::caller();
+    let deadline = Instant::now() + within;
+    loop {
+        let last = match probe() {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            gave_up(caller, what, within, last);
+        }
+        std::thread::sleep(POLL_EVERY.min(left));
+    }
+}
+
+/// The panic of `eventually` and `eventually_blocking`, naming the line that waited.
+fn gave_up(caller: &Location, what: &str, within: Duration, last: impl Display) -> ! {
+    panic!("{caller}: waited {within:?} for {what}; last seen: {last}")
+}

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::{
     client::Transport,
-    helpers::{TRANSPORTS, spawn_app, spawn_app_with},
+    helpers::{TRANSPORTS, free_port, spawn_app, spawn_app_with},
 };
 
 #[tokio::test]
@@ -335,11 +335,7 @@ async fn the_healthcheck_subcommand_exits_0_on_a_healthy_server_and_1_otherwise(
         String::from_utf8_lossy(&healthy.stderr)
     );
 
-    let free_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let down = tokio::task::spawn_blocking(move || run(free_port))
+    let down = tokio::task::spawn_blocking(move || run(free_port()))
         .await
         .expect("join");
     assert_eq!(down.status.code(), Some(1));

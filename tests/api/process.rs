@@ -3,7 +3,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::{
     client::{SioClient, Transport},
+    helpers::{eventually, free_port, readyz},
     redis_server::RedisServer,
 };
 
@@ -24,13 +25,6 @@ struct Process {
     started: serde_json::Value,
     /// Further stdout lines.
     lines: mpsc::Receiver<String>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 /// Starts the binary with a clean environment plus `env`, JSON logs, and
@@ -90,16 +84,14 @@ impl Process {
     /// Waits for the exit; returns the code and how long it took.
     async fn wait_exit(&mut self, within: Duration) -> (Option<i32>, Duration) {
         let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return (status.code(), started.elapsed());
-            }
-            assert!(
-                started.elapsed() < within,
-                "ecos did not exit within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let status = eventually("ecos to exit", within, async || {
+            self.child
+                .try_wait()
+                .expect("try_wait")
+                .ok_or("still running")
+        })
+        .await;
+        (status.code(), started.elapsed())
     }
 
     /// Whether a logged line with this message arrived already.
@@ -116,14 +108,6 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-async fn readyz(port: u16) -> (u16, serde_json::Value) {
-    let response = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
-        .await
-        .expect("readyz");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("json"))
 }
 
 #[tokio::test]
@@ -198,21 +182,21 @@ async fn with_rediss_and_tls_insecure_it_joins_a_self_signed_tls_redis() {
         .collect();
     for (process, port) in processes.iter().zip(ports) {
         assert_eq!(process.started["adapter"], json!("redis"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (status, body) = readyz(port).await;
-            if status == 200 {
-                assert!(
-                    body["instance"]
-                        .as_str()
-                        .is_some_and(|i| i.starts_with("web.")),
-                    "{body}"
-                );
-                break;
-            }
-            assert!(Instant::now() < deadline, "never ready: {body}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let body = eventually(
+            &format!("readiness on port {port}"),
+            Duration::from_secs(10),
+            async || match readyz(port).await {
+                (200, body) => Ok(body),
+                (_, body) => Err(body),
+            },
+        )
+        .await;
+        assert!(
+            body["instance"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("web.")),
+            "{body}"
+        );
     }
     let mut sender = SioClient::connect(
         SocketAddr::from(([127, 0, 0, 1], ports[0])),

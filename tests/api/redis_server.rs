@@ -1,10 +1,11 @@
 //! A throw-away `redis-server` on a free port, for tests that stop and restart Redis.
 
 use std::{
-    net::TcpListener,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
+
+use crate::helpers::{eventually_blocking, free_port};
 
 /// A Redis server process owned by one test.
 pub struct RedisServer {
@@ -19,12 +20,8 @@ pub struct RedisServer {
 impl RedisServer {
     /// Picks a free port but does not start Redis yet.
     pub fn reserve() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
         Self {
-            port,
+            port: free_port(),
             child: None,
             tls_dir: None,
         }
@@ -112,27 +109,25 @@ impl RedisServer {
             .spawn()
             .expect("redis-server is installed");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            // A TLS server is probed for an open port only: the test client
-            // has no TLS set up, which is what the code under test is for.
-            if self.tls_dir.is_some() {
-                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                    return;
+        eventually_blocking(
+            &format!("redis-server to start on {}", self.port),
+            Duration::from_secs(10),
+            || {
+                // A TLS server is probed for an open port only: the test client
+                // has no TLS set up, which is what the code under test is for.
+                if self.tls_dir.is_some() {
+                    std::net::TcpStream::connect(("127.0.0.1", self.port))
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                } else {
+                    redis::Client::open(self.url())
+                        .and_then(|client| client.get_connection())
+                        .and_then(|mut conn| redis::cmd("PING").query::<String>(&mut conn))
+                        .map(drop)
+                        .map_err(|e| e.to_string())
                 }
-            } else if let Ok(client) = redis::Client::open(self.url())
-                && let Ok(mut conn) = client.get_connection()
-                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            },
+        );
     }
 
     /// Kills the server abruptly, as a crash or a network cut would.

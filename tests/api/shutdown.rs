@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::{
     client::{SioClient, Transport},
-    helpers::{TRANSPORTS, spawn_app_with},
+    helpers::{TRANSPORTS, eventually, spawn_app_with},
 };
 
 #[tokio::test]
@@ -24,14 +24,15 @@ async fn drain_flips_readiness_refuses_new_sessions_then_closes_the_rest() {
     let started = Instant::now();
     app.signal_shutdown();
     // Readiness turns at once.
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while app.get_text("/readyz").await.0 != 503 {
-        assert!(
-            Instant::now() < deadline,
-            "/readyz did not turn 503 promptly"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "/readyz to turn 503 promptly",
+        Duration::from_millis(500),
+        async || match app.get_text("/readyz").await.0 {
+            503 => Ok(()),
+            other => Err(other),
+        },
+    )
+    .await;
     let body: serde_json::Value = app.get("/readyz").await.json().await.expect("json");
     assert_eq!(body["status"], json!("draining"));
     assert_eq!(
