@@ -138,9 +138,10 @@ export const isRunning = (instance) => instance.child.exitCode === null && insta
  * streams is also appended there), `startupTimeoutMs`, `quiet` (no warning
  * on stderr when it exits without being asked to).
  *
- * The handle: `{ id, port, url, pid, addr, child, exited, logs(), stop(),
- * kill() }`. `exited` resolves with `{ code, signal }`; `logs()` is the tail
- * of stdout and stderr. Setting `child.stopping = true` before signalling
+ * The handle: `{ id, port, url, pid, addr, child, exited, flushed, logs(),
+ * stop(), kill() }`. `exited` resolves with `{ code, signal }`, `flushed`
+ * once the log file has all of the output; `logs()` is the tail of stdout
+ * and stderr. Setting `child.stopping = true` before signalling
  * the child yourself silences the warning.
  */
 export function startInstance(id, options = {}) {
@@ -158,6 +159,8 @@ export function startInstance(id, options = {}) {
     const stderr = tail(TAIL_LINES);
     const logs = () => `--- ${id} stdout ---\n${stdout.text()}\n--- ${id} stderr ---\n${stderr.text()}`;
     const file = logFile ? createWriteStream(logFile, { flags: "a" }) : null;
+    // A full disk must not take the tests down with it: the tails still work.
+    file?.on("error", () => {});
     let settled = false;
 
     const child = spawn(bin, [], {
@@ -172,7 +175,6 @@ export function startInstance(id, options = {}) {
         resolveExit({ code, signal });
       }),
     );
-    exited.then(() => file?.end());
 
     const fail = (why) => {
       if (settled) return;
@@ -197,12 +199,18 @@ export function startInstance(id, options = {}) {
     });
 
     // Both pipes are read for the whole life of the process so that it never
-    // blocks on a full pipe.
-    createInterface({ input: child.stderr }).on("line", (line) => {
+    // blocks on a full pipe. The log file is complete once both have closed.
+    const errLines = createInterface({ input: child.stderr });
+    const outLines = createInterface({ input: child.stdout });
+    const closed = (lines) => new Promise((resolveClosed) => lines.once("close", resolveClosed));
+    const flushed = Promise.all([closed(errLines), closed(outLines)]).then(
+      () => file && new Promise((resolveFile) => file.end(resolveFile)),
+    );
+    errLines.on("line", (line) => {
       stderr.push(line);
       file?.write(`${line}\n`);
     });
-    createInterface({ input: child.stdout }).on("line", (line) => {
+    outLines.on("line", (line) => {
       stdout.push(line);
       file?.write(`${line}\n`);
       if (settled) return;
@@ -222,6 +230,7 @@ export function startInstance(id, options = {}) {
         logFile,
         child,
         exited,
+        flushed,
         logs,
         stop: (graceMs) => stopInstance(instance, graceMs),
         kill: () => killInstance(instance),
@@ -375,7 +384,7 @@ async function cli(argv) {
   let instances = [];
   let stopping = null;
   const stopAll = () => {
-    stopping ??= Promise.all(instances.map((i) => stopInstance(i))).then(() => process.exit(0));
+    stopping ??= Promise.all(instances.map((i) => stopInstance(i).then(() => i.flushed))).then(() => process.exit(0));
     return stopping;
   };
   // Registered before anything starts, so the module's own hooks (SIGKILL
