@@ -646,7 +646,7 @@ def cmd_haproxy_smoke(args) -> int:
         print("node not found (the ecos launcher needs it); not run")
         return SKIP
     try:
-        ecos = launcher.Launch([f"smoke{n}" for n in (1, 2, 3)], bin=binary)
+        ecos = launcher.Launch([f"smoke{n}" for n in (1, 2, 3)], binary=binary)
     except RuntimeError as exc:
         return report("", [str(exc)])
     hp: subprocess.Popen | None = None

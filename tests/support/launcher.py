@@ -67,7 +67,7 @@ class Launch:
     """The instances `ids`, running under one launcher process.
 
     `env` is added to each instance's environment; with `redis_url` they form
-    a cluster under `redis_prefix` (a fresh one by default). `bin` defaults to
+    a cluster under `redis_prefix` (a fresh one by default). `binary` defaults to
     $ECOS_BIN or target/release/ecos. Raises RuntimeError, with the
     launcher's output, if they do not all start and become ready.
     """
@@ -77,17 +77,17 @@ class Launch:
         ids: list[str],
         env: dict[str, str] | None = None,
         *,
-        bin: Path | str = ECOS_BIN,
+        binary: Path | str = ECOS_BIN,
         redis_url: str | None = None,
         redis_prefix: str | None = None,
     ):
         node = node_bin()
         if not node:
             raise RuntimeError("node not found: the ecos launcher (tests/support/launcher.mjs) needs Node.js 20+")
-        if not Path(bin).exists():
-            raise RuntimeError(f"{bin} not found: run `cargo build --release` or set ECOS_BIN")
+        if not Path(binary).exists():
+            raise RuntimeError(f"{binary} not found: run `cargo build --release` or set ECOS_BIN")
         self._logdir = tempfile.TemporaryDirectory(prefix="ecos-launch-")
-        args = [node, str(LAUNCHER), "--ids", ",".join(ids), "--bin", str(bin), "--log-dir", self._logdir.name]
+        args = [node, str(LAUNCHER), "--ids", ",".join(ids), "--bin", str(binary), "--log-dir", self._logdir.name]
         for key, value in (env or {}).items():
             args += ["--env", f"{key}={value}"]
         if redis_url:
