@@ -30,6 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SKIP = 3
 
+# The ecos launcher the test suites share (tests/support/launcher.py).
+sys.path.insert(0, str(ROOT / "tests" / "support"))
+import launcher  # noqa: E402
+
 
 class Fail(Exception):
     pass
@@ -631,103 +635,99 @@ def ws_upgrade(port: int, cookie: str | None) -> str:
 
 def cmd_haproxy_smoke(args) -> int:
     """haproxy.cfg, outside Docker, in front of three ecos processes on
-    127.0.0.1: sticky long-polling, WebSocket upgrade, health checks."""
+    127.0.0.1 (started by tests/support/launcher.mjs): sticky long-polling,
+    WebSocket upgrade, health checks."""
     haproxy = args[0] if args else "haproxy"
     binary = ROOT / "target/release/ecos"
     if not binary.exists():
         print("target/release/ecos not built; not run")
         return SKIP
-    problems: list[str] = []
-    procs: list[subprocess.Popen] = []
-    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
-    logs = []
+    if not launcher.node_bin():
+        print("node not found (the ecos launcher needs it); not run")
+        return SKIP
     try:
-        ports = []
-        for n in (1, 2, 3):
-            log = tmp / f"ecos-smoke-{os.getpid()}-{n}.log"
-            logs.append(log)
-            with log.open("w") as fh:
-                p = subprocess.Popen([str(binary)], env=clean_env(PORT="0", ECOS_LOG__FORMAT="json", ECOS_INSTANCE_ID=f"smoke{n}"),
-                                     stdout=fh, stderr=subprocess.STDOUT)
-            procs.append(p)
-            fields = wait_started(p, log, time.monotonic() + 15)
-            if not fields:
-                return report("", [f"ecos instance {n} did not start"])
-            ports.append(int(str(fields["addr"]).rsplit(":", 1)[1]))
-        hport = free_port()
-        hlog = tmp / f"haproxy-smoke-{os.getpid()}.log"
-        logs.append(hlog)
-        henv = clean_env(HAPROXY_PORT=str(hport), **{f"ECOS{n}_ADDR": f"127.0.0.1:{ports[n - 1]}" for n in (1, 2, 3)})
-        henv.pop("HAPROXY_DNS", None)
-        with hlog.open("w") as fh:
-            hp = subprocess.Popen([haproxy, "-db", "-f", str(ROOT / "deploy/compose/haproxy.cfg")], env=henv, stdout=fh, stderr=subprocess.STDOUT)
-        procs.append(hp)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", hport), timeout=1).close()
+        ecos = launcher.Launch([f"smoke{n}" for n in (1, 2, 3)], binary=binary)
+    except RuntimeError as exc:
+        return report("", [str(exc)])
+    hp: subprocess.Popen | None = None
+    hlog = Path(os.environ.get("TMPDIR", "/tmp")) / f"haproxy-smoke-{os.getpid()}.log"
+    with ecos:
+        try:
+            ports = [server.port for server in ecos.servers]
+            hport = free_port()
+            henv = clean_env(HAPROXY_PORT=str(hport), **{f"ECOS{n}_ADDR": f"127.0.0.1:{ports[n - 1]}" for n in (1, 2, 3)})
+            henv.pop("HAPROXY_DNS", None)
+            with hlog.open("w") as fh:
+                hp = subprocess.Popen([haproxy, "-db", "-f", str(ROOT / "deploy/compose/haproxy.cfg")], env=henv, stdout=fh, stderr=subprocess.STDOUT)
+            return haproxy_smoke(ecos, hp, hport, hlog)
+        finally:
+            if hp is not None and hp.poll() is None:
+                hp.terminate()
+                try:
+                    hp.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    hp.kill()
+                    hp.wait()
+            hlog.unlink(missing_ok=True)
+
+
+def haproxy_smoke(ecos: launcher.Launch, hp: subprocess.Popen, hport: int, hlog: Path) -> int:
+    """The checks of cmd_haproxy_smoke, once ecos and haproxy run."""
+    problems: list[str] = []
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", hport), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or hp.poll() is not None:
+                return report("", [f"haproxy did not listen on {hport}: {hlog.read_text(errors='replace')[-400:]}"])
+            time.sleep(0.1)
+    base = f"http://127.0.0.1:{hport}"
+    # 1. Long-polling handshake: HAProxy adds the SERVERID cookie.
+    status, body, headers = http_get(f"{base}/socket.io/?EIO=4&transport=polling")
+    need(status == 200 and '"sid"' in body, f"handshake through HAProxy: {status} {body[:80]}", problems)
+    cookies = [c.split(";")[0] for c in headers.get_all("Set-Cookie") or [] if c.startswith("SERVERID=")]
+    need(cookies, "no SERVERID cookie on the handshake response", problems)
+    if problems:
+        return report("", problems)
+    cookie = cookies[0]
+    server = cookie.split("=", 1)[1]
+    sid = json.loads(body[1:])["sid"]
+    # 2. The next requests, with the cookie, reach the same instance.
+    req = urllib.request.Request(f"{base}/socket.io/?EIO=4&transport=polling&sid={sid}", data=b"40", headers={"Cookie": cookie}, method="POST")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        need(resp.status == 200, f"POST with the cookie: {resp.status}", problems)
+    status, body, _ = http_get(f"{base}/socket.io/?EIO=4&transport=polling&sid={sid}", {"Cookie": cookie}, timeout=10)
+    m = re.search(r'"instance":"([^"]+)"', body)
+    expected = "smoke" + server.removeprefix("ecos")
+    need(status == 200 and m and m.group(1) == expected, f"poll with the cookie {cookie}: {status} {body[:120]} (want welcome from {expected})", problems)
+    # 3. WebSocket upgrade passes through.
+    ws = ws_upgrade(hport, None)
+    need(" 101 " in ws and '"sid"' in ws, f"WebSocket upgrade through HAProxy: {ws[:120]}", problems)
+    # 4. Health checks: a drained instance leaves the pool, and requests
+    #    pinned to it are redispatched.
+    victim = int(server.removeprefix("ecos"))
+    exit_status = ecos.stop(f"smoke{victim}", grace_s=30)
+    need(exit_status["signal"] != "SIGKILL", f"ecos{victim} was still running 30 s after SIGTERM", problems)
+    deadline = time.monotonic() + 10
+    moved = None
+    while time.monotonic() < deadline:
+        try:
+            status, body, _ = http_get(f"{base}/readyz", {"Cookie": cookie})
+            if status == 200 and f'"smoke{victim}"' not in body:
+                moved = body
                 break
-            except OSError:
-                if time.monotonic() > deadline or hp.poll() is not None:
-                    return report("", [f"haproxy did not listen on {hport}: {hlog.read_text(errors='replace')[-400:]}"])
-                time.sleep(0.1)
-        base = f"http://127.0.0.1:{hport}"
-        # 1. Long-polling handshake: HAProxy adds the SERVERID cookie.
-        status, body, headers = http_get(f"{base}/socket.io/?EIO=4&transport=polling")
-        need(status == 200 and '"sid"' in body, f"handshake through HAProxy: {status} {body[:80]}", problems)
-        cookies = [c.split(";")[0] for c in headers.get_all("Set-Cookie") or [] if c.startswith("SERVERID=")]
-        need(cookies, "no SERVERID cookie on the handshake response", problems)
-        if problems:
-            return report("", problems)
-        cookie = cookies[0]
-        server = cookie.split("=", 1)[1]
-        sid = json.loads(body[1:])["sid"]
-        # 2. The next requests, with the cookie, reach the same instance.
-        req = urllib.request.Request(f"{base}/socket.io/?EIO=4&transport=polling&sid={sid}", data=b"40", headers={"Cookie": cookie}, method="POST")
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            need(resp.status == 200, f"POST with the cookie: {resp.status}", problems)
-        status, body, _ = http_get(f"{base}/socket.io/?EIO=4&transport=polling&sid={sid}", {"Cookie": cookie}, timeout=10)
-        m = re.search(r'"instance":"([^"]+)"', body)
-        expected = "smoke" + server.removeprefix("ecos")
-        need(status == 200 and m and m.group(1) == expected, f"poll with the cookie {cookie}: {status} {body[:120]} (want welcome from {expected})", problems)
-        # 3. WebSocket upgrade passes through.
-        ws = ws_upgrade(hport, None)
-        need(" 101 " in ws and '"sid"' in ws, f"WebSocket upgrade through HAProxy: {ws[:120]}", problems)
-        # 4. Health checks: a drained instance leaves the pool, and requests
-        #    pinned to it are redispatched.
-        victim = int(server.removeprefix("ecos"))
-        procs[victim - 1].send_signal(signal.SIGTERM)
-        procs[victim - 1].wait(timeout=30)
-        deadline = time.monotonic() + 10
-        moved = None
-        while time.monotonic() < deadline:
-            try:
-                status, body, _ = http_get(f"{base}/readyz", {"Cookie": cookie})
-                if status == 200 and f'"smoke{victim}"' not in body:
-                    moved = body
-                    break
-            except OSError:
-                pass
-            time.sleep(0.3)
-        need(moved is not None, f"requests pinned to the stopped ecos{victim} were not redispatched within 10 s", problems)
-        # Checks run every second and need 2 failures.
-        deadline = time.monotonic() + 10
-        while f"ecos{victim} is DOWN" not in hlog.read_text(errors="replace") and time.monotonic() < deadline:
-            time.sleep(0.2)
-        need(f"ecos{victim} is DOWN" in hlog.read_text(errors="replace"), f"HAProxy's health check did not mark ecos{victim} DOWN within 10 s", problems)
-        return report(f"cookie {cookie} pins polling to {expected}; WebSocket 101; ecos{victim} stopped -> marked DOWN, its clients redispatched", problems)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        for log in logs:
-            log.unlink(missing_ok=True)
+        except OSError:
+            pass
+        time.sleep(0.3)
+    need(moved is not None, f"requests pinned to the stopped ecos{victim} were not redispatched within 10 s", problems)
+    # Checks run every second and need 2 failures.
+    deadline = time.monotonic() + 10
+    while f"ecos{victim} is DOWN" not in hlog.read_text(errors="replace") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    need(f"ecos{victim} is DOWN" in hlog.read_text(errors="replace"), f"HAProxy's health check did not mark ecos{victim} DOWN within 10 s", problems)
+    return report(f"cookie {cookie} pins polling to {expected}; WebSocket 101; ecos{victim} stopped -> marked DOWN, its clients redispatched", problems)
 
 
 COMMANDS = {

@@ -1,29 +1,26 @@
 // Shared helpers for the JavaScript tests: starting ecos processes (one
-// instance or a Redis-backed cluster), connecting official socket.io-client
-// sockets to them, and small assertion helpers.
+// instance or a Redis-backed cluster, through tests/support/launcher.mjs),
+// connecting official socket.io-client sockets to them, and small assertion
+// helpers.
 //
 // Not a test file itself: `node --test tests/js/*.test.mjs` only runs the
 // *.test.mjs files, which import this module.
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { createInterface } from "node:readline";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { isDeepStrictEqual } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
 import { it as nodeIt } from "node:test";
 import { io } from "socket.io-client";
+import {
+  REDIS_URL,
+  clusterEnv,
+  isRunning,
+  killInstance,
+  startInstances,
+  stopInstance,
+  uniquePrefix,
+} from "../support/launcher.mjs";
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const REPO_ROOT = path.resolve(HERE, "..", "..");
-export const ECOS_BIN = process.env.ECOS_BIN
-  ? path.resolve(process.env.ECOS_BIN)
-  : path.resolve(REPO_ROOT, "target/release/ecos");
-export const REDIS_URL = process.env.ECOS_TEST_REDIS_URL || "redis://127.0.0.1:6379";
-
-const STARTUP_TIMEOUT_MS = 10_000;
 /** Client-side bound on every ack we wait for. */
 export const ACK_TIMEOUT_MS = 5_000;
 /** Client-side bound on every event we wait for. */
@@ -47,200 +44,32 @@ export function it(name, options, fn) {
 }
 
 // ---------------------------------------------------------------------------
-// Server processes
+// Server processes (started by tests/support/launcher.mjs)
 // ---------------------------------------------------------------------------
 
-/** Every child process still running, killed hard if this file exits early. */
-const running = new Set();
-const killAll = () => {
-  for (const child of running) child.kill("SIGKILL");
-};
-process.on("exit", killAll);
-for (const signal of ["SIGINT", "SIGTERM"]) {
-  process.once(signal, () => {
-    killAll();
-    process.exit(128 + (signal === "SIGINT" ? 2 : 15));
-  });
-}
-
-/** Keeps the last `max` lines of a stream, for error messages. */
-function tail(max = 40) {
-  const lines = [];
-  return {
-    push(line) {
-      lines.push(line);
-      if (lines.length > max) lines.shift();
-    },
-    text: () => (lines.length ? lines.join("\n") : "(nothing)"),
-  };
-}
-
-/** Port from an address such as "0.0.0.0:1234" or "[::]:1234". */
-function portOf(addr) {
-  const m = /:(\d+)$/.exec(String(addr));
-  return m ? Number(m[1]) : null;
-}
-
 /**
- * The environment for a server: ours minus anything that would change what
- * ecos does behind the test's back (a stray REDIS_URL would turn the single
- * instance into a cluster member, and $DYNO wins over ECOS_INSTANCE_ID).
+ * Starts servers (`[id, env]` pairs) in parallel with this suite's settings
+ * and waits until each one is ready; if any fails, stops the others. A
+ * server is the launcher's instance handle: `{ id, port, url, child,
+ * exited, logs() }`.
  */
-function serverEnv(extra) {
-  const env = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    if (key.startsWith("ECOS_") || ["REDIS_URL", "DYNO", "PORT"].includes(key)) continue;
-    env[key] = value;
-  }
-  return {
-    ...env,
-    PORT: "0",
-    ECOS_LOG__FORMAT: "json",
-    ECOS_SOCKETIO__ACK_TIMEOUT_SECS: String(SERVER_ACK_TIMEOUT_MS / 1000),
-    ...extra,
-  };
+function startAll(specs) {
+  return startInstances(
+    specs.map(([id, env]) => ({
+      id,
+      env: { ECOS_SOCKETIO__ACK_TIMEOUT_SECS: String(SERVER_ACK_TIMEOUT_MS / 1000), ...env },
+    })),
+  );
 }
-
-/**
- * Starts the ecos binary and resolves once its JSON start-up line (the one
- * carrying `fields.addr`) has been printed.
- *
- * Resolves with a server handle: `{ id, port, url, child, exited, logs() }`,
- * where `exited` resolves with `{ code, signal }` and `logs()` is the tail of
- * stdout and stderr.
- */
-export function startServer(id, env = {}) {
-  return new Promise((resolve, reject) => {
-    const stdout = tail();
-    const stderr = tail();
-    const logs = () => `--- ${id} stdout ---\n${stdout.text()}\n--- ${id} stderr ---\n${stderr.text()}`;
-    let settled = false;
-
-    const child = spawn(ECOS_BIN, [], {
-      cwd: REPO_ROOT,
-      env: serverEnv({ ECOS_INSTANCE_ID: id, ...env }),
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    running.add(child);
-    const exited = new Promise((resolveExit) =>
-      child.on("exit", (code, signal) => {
-        running.delete(child);
-        resolveExit({ code, signal });
-      }),
-    );
-
-    const fail = (why) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      child.kill("SIGKILL");
-      reject(new Error(`${id}: ${why}\n  binary: ${ECOS_BIN}\n${logs()}`));
-    };
-
-    const timer = setTimeout(
-      () => fail(`ecos did not print its start-up line (fields.addr) within ${STARTUP_TIMEOUT_MS / 1000} s`),
-      STARTUP_TIMEOUT_MS,
-    );
-
-    child.on("error", (err) =>
-      fail(`could not start ecos (${err.message}); build it with \`cargo build --release\` or set ECOS_BIN`),
-    );
-    child.on("exit", (code, signal) => {
-      if (!settled) return fail(`ecos exited early (code ${code}, signal ${signal})`);
-      if (!child.stopping) {
-        // A crash mid-run: the failing tests alone would not say why.
-        console.error(`${id}: ecos exited unexpectedly (code ${code}, signal ${signal})\n${logs()}`);
-      }
-    });
-
-    // Both pipes are read for the whole life of the process so the server
-    // never blocks on a full pipe.
-    createInterface({ input: child.stderr }).on("line", (line) => stderr.push(line));
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      stdout.push(line);
-      if (settled) return;
-      let entry;
-      try {
-        entry = JSON.parse(line);
-      } catch {
-        return; // not a JSON log line
-      }
-      const addr = entry?.fields?.addr ?? entry?.addr;
-      if (addr === undefined) return;
-      const port = portOf(addr);
-      if (!port) return fail(`could not read a port from start-up address ${JSON.stringify(addr)}`);
-      settled = true;
-      clearTimeout(timer);
-      resolve({ id, port, url: `http://127.0.0.1:${port}`, child, exited, logs });
-    });
-  });
-}
-
-/** Polls `/readyz` until it answers 200; fails with the server's log tail. */
-export async function waitReady(server, ms = STARTUP_TIMEOUT_MS) {
-  const deadline = Date.now() + ms;
-  let last = "no answer yet";
-  while (Date.now() < deadline) {
-    try {
-      const res = await fetch(`${server.url}/readyz`);
-      const body = await res.text();
-      if (res.status === 200) return JSON.parse(body);
-      last = `${res.status} ${body}`;
-    } catch (err) {
-      last = err.message;
-    }
-    await sleep(50);
-  }
-  throw new Error(`${server.id}: /readyz did not answer 200 within ${ms / 1000} s (last: ${last})\n${server.logs()}`);
-}
-
-/** Whether the server process is still running. */
-export const isRunning = (server) => server.child.exitCode === null && server.child.signalCode === null;
 
 /** SIGTERM, then SIGKILL (with a warning) if the server has not exited after `graceMs`. */
-export async function stopServer(server, graceMs = 10_000) {
-  const child = server?.child;
-  if (!child || !isRunning(server)) return;
-  child.stopping = true;
-  child.kill("SIGTERM");
-  const killer = setTimeout(() => {
-    console.error(`${server.id}: still running ${graceMs / 1000} s after SIGTERM; sending SIGKILL\n${server.logs()}`);
-    child.kill("SIGKILL");
-  }, graceMs);
-  await server.exited;
-  clearTimeout(killer);
-}
+export const stopServer = (server, graceMs) => stopInstance(server, graceMs);
 
 /** Kills a server at once, like a crash (SIGKILL). */
-export async function killServer(server) {
-  const child = server.child;
-  if (!isRunning(server)) return;
-  child.stopping = true;
-  child.kill("SIGKILL");
-  await server.exited;
-}
+export const killServer = killInstance;
 
-/** Starts servers in parallel; if any fails, stops the others and rethrows. */
-async function startAll(specs) {
-  const results = await Promise.allSettled(
-    specs.map(async ([id, env]) => {
-      const server = await startServer(id, env);
-      try {
-        await waitReady(server);
-      } catch (err) {
-        await killServer(server);
-        throw err;
-      }
-      return server;
-    }),
-  );
-  const failures = results.filter((r) => r.status === "rejected");
-  if (failures.length) {
-    await Promise.all(results.filter((r) => r.status === "fulfilled").map((r) => stopServer(r.value)));
-    throw new Error(failures.map((f) => f.reason?.message ?? String(f.reason)).join("\n\n"));
-  }
-  return results.map((r) => r.value);
-}
+/** Whether the server process is still running. */
+export { isRunning };
 
 /**
  * A topology is what the contract suite runs against:
@@ -268,28 +97,14 @@ export async function startSingle({ id = "js-single", env = {} } = {}) {
   return topology("single instance", false, servers);
 }
 
-/** A fresh Redis prefix, so parallel runs (and clusters) never see each other. */
-export function uniquePrefix() {
-  return `ecos-js-${process.pid}-${randomBytes(4).toString("hex")}`;
-}
-
-/** Environment of a cluster member sharing `prefix`. */
-function clusterEnv(prefix) {
-  return {
-    REDIS_URL,
-    ECOS_REDIS__PREFIX: prefix,
-    ECOS_REDIS__STATS_INTERVAL_SECS: "0.2",
-  };
-}
-
 /**
  * `ids.length` instances on the machine's Redis ($ECOS_TEST_REDIS_URL),
  * sharing a prefix of their own, with `env` added to each one's environment.
  * `addServer(id)` starts one more member.
  */
 export async function startCluster({ ids = ["js-a", "js-b", "js-c"], env = {} } = {}) {
-  const prefix = uniquePrefix();
-  const memberEnv = () => ({ ...clusterEnv(prefix), ...env });
+  const prefix = uniquePrefix("js");
+  const memberEnv = () => ({ ...clusterEnv(REDIS_URL, prefix), ...env });
   const servers = await startAll(ids.map((id) => [id, memberEnv()]));
   const cluster = topology(`${ids.length}-instance cluster`, true, servers, {
     prefix,

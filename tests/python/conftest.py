@@ -1,6 +1,7 @@
 """Fixtures of the python-socketio suite: the two topologies (one instance, a
 three-instance Redis cluster), the transports, and a factory of connected
-`socketio.AsyncClient`s spread over the instances."""
+`socketio.AsyncClient`s spread over the instances. The ecos processes are
+started by tests/support/launcher.mjs, through tests/support/launcher.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 import socketio
 
-from ecos_process import Server, start_cluster, start_server
+from launcher import REDIS_URL, Launch, Server, unique_prefix
 
 EVENT_TIMEOUT_S = 5.0
 
@@ -30,18 +31,15 @@ class Topology:
 
 @pytest.fixture(scope="session")
 def single():
-    servers = [start_server("py-single")]
-    yield Topology("single", servers)
-    for server in servers:
-        server.stop()
+    with Launch(["py-single"]) as launch:
+        yield Topology("single", launch.servers)
 
 
 @pytest.fixture(scope="session")
 def cluster():
-    servers = start_cluster(["py-a", "py-b", "py-c"])
-    yield Topology("cluster", servers)
-    for server in servers:
-        server.stop()
+    """Three instances sharing the machine's Redis under a prefix of their own."""
+    with Launch(["py-a", "py-b", "py-c"], redis_url=REDIS_URL, redis_prefix=unique_prefix("py")) as launch:
+        yield Topology("cluster", launch.servers)
 
 
 @pytest.fixture(params=["single", "cluster"])
