@@ -37,6 +37,8 @@ pub struct Metrics {
     broadcast_failures_total: IntCounterVec,
     /// Messages not queued for a socket because its buffer was full, by event.
     messages_dropped_total: IntCounterVec,
+    /// Client events refused by the per-socket rate limit, by event.
+    rate_limited_total: IntCounterVec,
     /// Handshakes refused because the instance is draining.
     pub refused_connections_total: IntCounter,
     /// HTTP requests, by route template, method and status.
@@ -89,6 +91,13 @@ impl Metrics {
             ),
             &["event"],
         )?;
+        let rate_limited_total = IntCounterVec::new(
+            Opts::new(
+                "rate_limited_total",
+                "Client events refused by the per-socket rate limit, by event (unknown events as `other`).",
+            ),
+            &["event"],
+        )?;
         let refused_connections_total = IntCounter::new(
             "refused_connections_total",
             "New Engine.IO sessions refused because the instance is draining.",
@@ -123,16 +132,21 @@ impl Metrics {
         registry.register(Box::new(broadcasts_total.clone()))?;
         registry.register(Box::new(broadcast_failures_total.clone()))?;
         registry.register(Box::new(messages_dropped_total.clone()))?;
+        registry.register(Box::new(rate_limited_total.clone()))?;
         registry.register(Box::new(refused_connections_total.clone()))?;
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(http_request_duration_seconds.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
 
         // Pre-create the bounded label sets so dashboards see zeros, not gaps.
-        for event in ClientEvent::ALL {
-            events_received_total.with_label_values(&[event.name()]);
+        for label in ClientEvent::ALL
+            .iter()
+            .map(|e| e.name())
+            .chain([OTHER_EVENT_LABEL])
+        {
+            events_received_total.with_label_values(&[label]);
+            rate_limited_total.with_label_values(&[label]);
         }
-        events_received_total.with_label_values(&[OTHER_EVENT_LABEL]);
 
         Ok(Self {
             registry,
@@ -143,6 +157,7 @@ impl Metrics {
             broadcasts_total,
             broadcast_failures_total,
             messages_dropped_total,
+            rate_limited_total,
             refused_connections_total,
             http_requests_total,
             http_request_duration_seconds,
@@ -173,6 +188,12 @@ impl Metrics {
         self.broadcast_failures_total
             .with_label_values(&[event.name()])
             .inc();
+    }
+
+    /// Counts one event refused by the rate limit (`None`: an unknown event).
+    pub fn rate_limited(&self, event: Option<ClientEvent>) {
+        let label = event.map_or(OTHER_EVENT_LABEL, ClientEvent::name);
+        self.rate_limited_total.with_label_values(&[label]).inc();
     }
 
     /// Counts messages that full queues refused.

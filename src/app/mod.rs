@@ -24,7 +24,7 @@ use crate::{
     hub::{Hub, SocketIoHub},
     metrics::{Metrics, MetricsError},
     net::{self, GuardedListener, Peer, SlowConsumers},
-    realtime::Realtime,
+    realtime::{Realtime, limits::RateLimit},
 };
 
 pub use lifecycle::{Lifecycle, signal};
@@ -107,6 +107,11 @@ impl Application {
             metrics: metrics.clone(),
             ack_timeout: settings.socketio.ack_timeout,
             slow_consumers: slow_consumers.clone(),
+            rate_limit: RateLimit {
+                per_second: settings.limits.events_per_second,
+                burst: settings.limits.events_burst,
+            },
+            max_rooms_per_socket: settings.limits.max_rooms_per_socket,
         };
         let client_script = read_client_script(&settings).await?;
         let builder = socketio_builder(&settings).with_state(realtime);

@@ -269,6 +269,42 @@ pub const KEYS: &[Key] = &[
         show: |s| Shown::num(s.limits.ws_read_buffer_bytes),
     },
     Key {
+        name: "limits.events_per_second",
+        default: "100",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Client events one socket may send per second, on average (a token bucket). An event over the limit is not handled; if it asked for an ack, the ack is `{ ok: false, error: "rate limited" }`. A client that stays over the limit for 5 s is disconnected (`reason="rate_limited"`). `rooms` and `room:members` cost 10 events each. `0` turns the limit off (the benchmarks do). See [docs/hardening.md](docs/hardening.md)."#,
+        apply: |s, v| {
+            s.limits.events_per_second = v.bounded(0.0..=1.0e6, "a number of events per second from 0 (off) to 1000000")?;
+            Ok(())
+        },
+        show: |s| Shown::num(s.limits.events_per_second),
+    },
+    Key {
+        name: "limits.events_burst",
+        default: "200",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Events one socket may send at once before `limits.events_per_second` applies. At least 10, the cost of one listing."#,
+        apply: |s, v| {
+            s.limits.events_burst = v.bounded(10.0..=1.0e6, "a number of events from 10 to 1000000")?;
+            Ok(())
+        },
+        show: |s| Shown::num(s.limits.events_burst),
+    },
+    Key {
+        name: "limits.max_rooms_per_socket",
+        default: "100",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Rooms one socket may join. A `join` beyond it is acked `{ ok: false, error: "too many rooms" }`."#,
+        apply: |s, v| {
+            s.limits.max_rooms_per_socket = v.positive()?;
+            Ok(())
+        },
+        show: |s| Shown::num(s.limits.max_rooms_per_socket),
+    },
+    Key {
         name: "shutdown.drain_timeout_secs",
         default: "25",
         shown_default: None,

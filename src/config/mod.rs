@@ -189,6 +189,12 @@ pub struct Limits {
     pub max_ws_message_bytes: usize,
     /// Bytes read from a WebSocket per system call, and the read buffer each idle connection holds.
     pub ws_read_buffer_bytes: usize,
+    /// Events a socket may send per second, on average; 0 turns the limit off.
+    pub events_per_second: f64,
+    /// Events a socket may send at once before the rate applies.
+    pub events_burst: f64,
+    /// Rooms one socket may be in (its own joins).
+    pub max_rooms_per_socket: usize,
 }
 
 /// Shutdown behaviour.

@@ -191,6 +191,17 @@ impl Connected<IncomingStream<'_, GuardedListener>> for Peer {
     }
 }
 
+/// Closes the connection the request behind `extensions` came over; false
+/// when the request carries no connection (an in-process test request).
+///
+/// For a socket this is the connection of its handshake: the WebSocket
+/// itself when the client connected with WebSocket only.
+pub fn close_connection(extensions: &axum::http::Extensions) -> bool {
+    extensions
+        .get::<ConnectInfo<Peer>>()
+        .is_some_and(|info| info.0.state.close())
+}
+
 /// Whether the request behind `extensions` came over a connection closed as a slow consumer.
 pub fn closed_as_slow_consumer(extensions: &axum::http::Extensions) -> bool {
     extensions

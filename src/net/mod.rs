@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpSocket};
 
-pub use listener::{GuardedListener, Peer, closed_as_slow_consumer};
+pub use listener::{GuardedListener, Peer, close_connection, closed_as_slow_consumer};
 pub use slow_consumers::{OVERFLOW_STALL, SlowConsumers, Sweeper};
 
 /// Binds `addr` with a listen queue of `backlog` connections.

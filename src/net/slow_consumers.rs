@@ -58,7 +58,8 @@ pub(super) struct ConnState {
 }
 
 impl ConnState {
-    fn close(&self) -> bool {
+    /// Closes the connection; true for the call that closed it.
+    pub(super) fn close(&self) -> bool {
         let first = !self.closed.swap(true, Ordering::AcqRel);
         self.read_waker.wake();
         self.write_waker.wake();

@@ -1,7 +1,10 @@
 //! Server-to-client acknowledgements: `room:ask` gathers the members' acks,
 //! `latency` times one.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures_util::StreamExt;
 use rmpv::Value;
@@ -17,10 +20,14 @@ use super::{
     Realtime,
     args::Args,
     events::{ClientEvent, ServerEvent},
+    limits::SocketState,
     messages::{broadcast_failed, settle_broadcast},
     reply::{failure, reply},
     rooms::room_and_data,
 };
+
+/// The error of a `room:ask` beyond [`MAX_ASKS_IN_FLIGHT`](super::limits::MAX_ASKS_IN_FLIGHT).
+pub const TOO_MANY_ASKS: &str = "too many asks in flight; wait for an answer";
 
 /// Extra time `room:ask` allows after the ack timeout for the adapter's own timeouts to report.
 const ASK_MARGIN: Duration = Duration::from_millis(250);
@@ -57,6 +64,13 @@ pub async fn room_ask<A: Adapter>(
         Ok(args) => args,
         Err(error) => return reply(ack, &socket, failure(&error)),
     };
+    let Some(state) = socket.extensions.get::<Arc<SocketState>>() else {
+        return reply(ack, &socket, failure("could not ask the room; try again"));
+    };
+    // Each ask holds every member's pending ack until the timeout: a few at a time.
+    let Some(_slot) = state.start_ask() else {
+        return reply(ack, &socket, failure(TOO_MANY_ASKS));
+    };
     let sent = socket
         .to(room.clone())
         .timeout(rt.ack_timeout)
@@ -74,10 +88,14 @@ pub async fn room_ask<A: Adapter>(
     // count who missed it. When nobody at all is in the room, the Redis
     // adapter waits for its request timeout on top; this bound keeps the
     // answer within the ack timeout (plus a margin for the adapter's own).
-    let bound = rt.ack_timeout + ASK_MARGIN;
-    let results: Vec<_> = tokio::time::timeout(bound, stream.collect::<Vec<_>>())
-        .await
-        .unwrap_or_default();
+    // Answers are kept as they arrive, so a stream cut by the bound still
+    // reports every answer it had; members it had not reported are missed.
+    let deadline = tokio::time::Instant::now() + rt.ack_timeout + ASK_MARGIN;
+    let mut stream = std::pin::pin!(stream);
+    let mut results = Vec::new();
+    while let Ok(Some(item)) = tokio::time::timeout_at(deadline, stream.next()).await {
+        results.push(item);
+    }
     let mut answers = Vec::new();
     let mut missed = 0;
     for (id, result) in results {

@@ -1,7 +1,7 @@
 //! A socket's arrival and departure: handlers registered before the client
 //! can send anything, `welcome`, and the disconnect count.
 
-use std::convert::Infallible;
+use std::sync::Arc;
 
 use serde::Serialize;
 use socketioxide::{
@@ -10,7 +10,7 @@ use socketioxide::{
     socket::DisconnectReason,
 };
 
-use super::{Realtime, dispatch, events::ServerEvent};
+use super::{Realtime, dispatch, events::ServerEvent, limits::SocketState};
 
 /// Payload of the `welcome` event.
 #[derive(Debug, Serialize)]
@@ -26,7 +26,13 @@ pub struct Welcome<'a> {
 /// The connect handler runs only after CONNECT has gone out, so a client that
 /// emits the moment it is connected could reach a socket with no handlers yet
 /// and its event would be dropped. Registering here closes that window.
-pub async fn prepare<A: Adapter>(socket: SocketRef<A>) -> Result<(), Infallible> {
+pub async fn prepare<A: Adapter>(
+    socket: SocketRef<A>,
+    State(rt): State<Realtime>,
+) -> Result<(), std::convert::Infallible> {
+    socket
+        .extensions
+        .insert(Arc::new(SocketState::new(rt.rate_limit)));
     socket.on_fallback(dispatch::dispatch::<A>);
     socket.on_disconnect(on_disconnect::<A>);
     Ok(())
@@ -52,8 +58,15 @@ async fn on_disconnect<A: Adapter>(
     State(rt): State<Realtime>,
 ) {
     rt.metrics.connected_sockets.dec();
-    // The transport error a slow consumer's closed connection causes is reported as what it is.
-    let label = if crate::net::closed_as_slow_consumer(&socket.req_parts().extensions) {
+    // A socket ecos closed on purpose is counted under why; the transport
+    // error a slow consumer's closed connection causes is reported as what it is.
+    let closed_by_ecos = socket
+        .extensions
+        .get::<Arc<SocketState>>()
+        .and_then(|state| state.close_reason());
+    let label = if let Some(reason) = closed_by_ecos {
+        reason
+    } else if crate::net::closed_as_slow_consumer(&socket.req_parts().extensions) {
         SLOW_CONSUMER
     } else {
         reason_label(reason)

@@ -1,15 +1,41 @@
-//! The one path every client event takes: counted, then handed to its family.
+//! The one path every client event takes: counted, rate-limited, then handed
+//! to its family.
 //!
 //! socketioxide calls [`dispatch`] for every event (it is the socket's only
-//! handler), so what must apply to all events (metrics today; limits and
+//! handler), so what must apply to all events (metrics, the rate limit, and
 //! permissions as they come) is written here once.
+
+use std::{sync::Arc, time::Instant};
 
 use socketioxide::{
     adapter::Adapter,
     extract::{AckSender, Event, SocketRef, State, TryData},
 };
 
-use super::{Realtime, ask, args::Args, events::ClientEvent, messages, rooms};
+use super::{
+    Realtime, ask,
+    args::Args,
+    events::ClientEvent,
+    limits::{Admission, SocketState},
+    messages,
+    reply::{close, failure, reply},
+    rooms,
+};
+
+/// The disconnect label of a socket that stayed over its rate limit.
+pub const RATE_LIMITED: &str = "rate_limited";
+
+/// What a listing (`rooms`, `room:members`) costs in events: it walks the
+/// cluster's rooms or a room's members, where other events touch one socket.
+pub const LISTING_COST: f64 = 10.0;
+
+/// What `event` costs against the rate limit.
+fn cost(event: Option<ClientEvent>) -> f64 {
+    match event {
+        Some(ClientEvent::Rooms | ClientEvent::RoomMembers) => LISTING_COST,
+        _ => 1.0,
+    }
+}
 
 /// Handles one client event.
 pub async fn dispatch<A: Adapter>(
@@ -19,7 +45,23 @@ pub async fn dispatch<A: Adapter>(
     ack: AckSender<A>,
     State(rt): State<Realtime>,
 ) {
-    let Some(event) = ClientEvent::from_name(&name) else {
+    let known = ClientEvent::from_name(&name);
+    // Unknown events are limited too: a flood of them costs as much to parse.
+    if let Some(state) = socket.extensions.get::<Arc<SocketState>>() {
+        match state.admit(cost(known), Instant::now()) {
+            Admission::Admitted => {}
+            Admission::Refused => {
+                rt.metrics.rate_limited(known);
+                return reply(ack, &socket, failure("rate limited"));
+            }
+            Admission::Disconnect => {
+                rt.metrics.rate_limited(known);
+                tracing::warn!(sid = %socket.id, "over the rate limit for too long; disconnecting");
+                return close(&socket, RATE_LIMITED);
+            }
+        }
+    }
+    let Some(event) = known else {
         rt.metrics.unknown_event_received();
         // Truncate: the name is client input and may be huge.
         let shown: String = name.chars().take(64).collect();
@@ -36,7 +78,7 @@ pub async fn dispatch<A: Adapter>(
     match event {
         ClientEvent::Message => messages::message(socket, args, ack, &rt).await,
         ClientEvent::RoomMessage => messages::room_message(socket, args, ack, &rt).await,
-        ClientEvent::Join => rooms::join(socket, args, ack),
+        ClientEvent::Join => rooms::join(socket, args, ack, &rt),
         ClientEvent::Leave => rooms::leave(socket, args, ack),
         ClientEvent::Rooms => rooms::rooms(socket, ack).await,
         ClientEvent::RoomMembers => rooms::members(socket, args, ack).await,

@@ -16,7 +16,8 @@
 //! - [`connection`]: connect (handlers registered before CONNECT is sent, `welcome`) and disconnect;
 //! - `dispatch`: the single entry point of every client event;
 //! - `messages`, `rooms`, `ask`: one file per event family;
-//! - [`args`]: every argument of an event, binary included.
+//! - [`args`]: every argument of an event, binary included;
+//! - [`limits`]: per-socket state: the rate limit, asks in flight, why ecos closed it.
 //!
 //! Every handler is generic over the adapter, so the same code serves a single
 //! instance (in-memory adapter) and a cluster (Redis adapter).
@@ -26,6 +27,7 @@ mod ask;
 pub mod connection;
 mod dispatch;
 pub mod events;
+pub mod limits;
 mod messages;
 mod reply;
 pub mod rooms;
@@ -35,6 +37,8 @@ use std::{sync::Arc, time::Duration};
 use socketioxide::{SocketIo, handler::ConnectHandler};
 
 use crate::{app::NsAdapter, metrics::Metrics, net::SlowConsumers};
+
+use limits::RateLimit;
 
 pub use ask::{Answer, AskReply};
 pub use connection::{SLOW_CONSUMER, Welcome, reason_label};
@@ -51,6 +55,10 @@ pub struct Realtime {
     pub ack_timeout: Duration,
     /// Closes the connections of clients that stopped reading.
     pub slow_consumers: SlowConsumers,
+    /// Each socket's event budget.
+    pub rate_limit: RateLimit,
+    /// Rooms one socket may join.
+    pub max_rooms_per_socket: usize,
 }
 
 /// Registers the contract on namespace `/` of `io`.

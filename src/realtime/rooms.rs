@@ -8,6 +8,7 @@ use socketioxide::{
 };
 
 use super::{
+    Realtime,
     args::Args,
     events::ClientEvent,
     reply::{failure, reply},
@@ -19,10 +20,19 @@ pub const MAX_ROOM_CHARS: usize = 128;
 
 const ROOM_FORM: &str = "room must be a string of 1 to 128 characters";
 
-/// `join` (room, ack?).
-pub fn join<A: Adapter>(socket: SocketRef<A>, args: Args, ack: AckSender<A>) {
+/// `join` (room, ack?), up to the socket's room limit.
+pub fn join<A: Adapter>(socket: SocketRef<A>, args: Args, ack: AckSender<A>, rt: &Realtime) {
+    if let Some(Ok(room)) = args.get(0).map(room_name) {
+        let rooms = socket.rooms();
+        if rooms.len() >= rt.max_rooms_per_socket && !rooms.iter().any(|r| *r == room) {
+            return reply(ack, &socket, failure(TOO_MANY_ROOMS));
+        }
+    }
     change_membership(Membership::Join, socket, args, ack);
 }
+
+/// The error a `join` beyond `limits.max_rooms_per_socket` gets.
+pub const TOO_MANY_ROOMS: &str = "too many rooms";
 
 /// `leave` (room, ack?).
 pub fn leave<A: Adapter>(socket: SocketRef<A>, args: Args, ack: AckSender<A>) {

@@ -318,6 +318,11 @@ impl SioClient {
             .args)
     }
 
+    /// Like `emit_with_ack`, through a shared reference, so several requests can wait at once.
+    pub async fn request(&self, event: &str, args: Vec<Value>) -> anyhow::Result<Vec<Value>> {
+        Ok(self.request_ack(event, args, Vec::new()).await?.args)
+    }
+
     /// Like `emit_with_ack` but sends attachments (none = plain EVENT) and returns the ack's attachments too.
     pub async fn emit_binary_with_ack(
         &mut self,

@@ -6,6 +6,7 @@ mod client;
 mod cluster;
 mod config;
 mod contract;
+mod hardening;
 mod helpers;
 mod platform;
 mod process;

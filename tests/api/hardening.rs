@@ -1,0 +1,261 @@
+//! Hostile and busy clients: nothing a client sends is lost without a trace,
+//! and what one client can make ecos hold is bounded.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{
+    client::{SioClient, Transport},
+    helpers::{TRANSPORTS, spawn_app, spawn_app_with},
+};
+
+/// Keeps one core busy until dropped, so races that need a loaded machine show.
+struct BusyCore(Arc<AtomicBool>);
+
+impl BusyCore {
+    fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let mut x = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        });
+        Self(stop)
+    }
+}
+
+impl Drop for BusyCore {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_sent_the_moment_connect_arrives_is_always_handled() {
+    let app = spawn_app().await;
+    let _busy = BusyCore::start();
+    const CLIENTS: usize = 300;
+    for transport in TRANSPORTS {
+        let mut tasks = Vec::new();
+        for n in 0..CLIENTS {
+            let addr = app.addr;
+            tasks.push(tokio::spawn(async move {
+                // `connect` returns as soon as the CONNECT packet is read; the
+                // join goes out before anything else is awaited.
+                let mut client = SioClient::connect(addr, transport).await.expect("connects");
+                let room = format!("early-{n}");
+                let ack = client.emit_with_ack("join", vec![json!(room)]).await;
+                matches!(ack.as_deref(), Ok([ack]) if ack["ok"] == true)
+            }));
+        }
+        let mut handled = 0;
+        for task in tasks {
+            handled += usize::from(task.await.expect("task"));
+        }
+        assert_eq!(handled, CLIENTS, "{transport:?}: every early join is acked");
+    }
+}
+
+#[tokio::test]
+async fn events_over_the_rate_limit_get_an_error_ack_and_are_counted() {
+    let app = spawn_app_with(|s| {
+        s.limits.events_per_second = 20.0;
+        s.limits.events_burst = 10.0;
+    })
+    .await;
+    for transport in TRANSPORTS {
+        let mut sender = app.client(transport).await;
+        let mut bystander = app.client(transport).await;
+        let mut accepted = 0;
+        let mut refused = 0;
+        for n in 0..40 {
+            let ack = sender
+                .emit_with_ack("message", vec![json!({ "n": n })])
+                .await
+                .expect("every event is answered");
+            match ack[0]["ok"].as_bool() {
+                Some(true) => accepted += 1,
+                _ => {
+                    assert_eq!(ack[0], json!({ "ok": false, "error": "rate limited" }));
+                    refused += 1;
+                }
+            }
+        }
+        assert!(accepted >= 10, "the burst passes: {accepted}");
+        assert!(refused > 0, "a flood is refused: {refused}");
+        // Exactly what was accepted reaches the others, nothing more.
+        for _ in 0..accepted {
+            bystander.expect_event("message").await;
+        }
+        bystander
+            .assert_no_event("message", Duration::from_millis(300))
+            .await;
+        sender.disconnect().await.expect("disconnects");
+        bystander.disconnect().await.expect("disconnects");
+    }
+    assert!(
+        app.metric(r#"ecos_rate_limited_total{event="message""#).await > 0.0,
+        "refusals are counted by event"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_stays_over_the_limit_is_disconnected_and_counted() {
+    let app = spawn_app_with(|s| {
+        s.limits.events_per_second = 20.0;
+        s.limits.events_burst = 10.0;
+    })
+    .await;
+    let mut flooder = app.client(Transport::WebSocket).await;
+    let mut bystander = app.client(Transport::WebSocket).await;
+    // Twice the allowed rate, for longer than the 5 s grace.
+    let mut closed = false;
+    for _ in 0..300 {
+        if flooder.emit("rooms", vec![]).await.is_err() || !flooder.is_open() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(closed || flooder.wait_closed(Duration::from_secs(2)).await);
+    app.wait_metric(r#"ecos_disconnections_total{reason="rate_limited""#, 1.0)
+        .await;
+    // The bystander is untouched.
+    let ack = bystander
+        .emit_with_ack("join", vec![json!("calm")])
+        .await
+        .expect("bystander still served");
+    assert_eq!(ack[0]["ok"], true);
+}
+
+#[tokio::test]
+async fn zero_events_per_second_turns_the_limit_off() {
+    let app = spawn_app_with(|s| s.limits.events_per_second = 0.0).await;
+    let mut client = app.client(Transport::WebSocket).await;
+    for n in 0..1000 {
+        let ack = client
+            .emit_with_ack("join", vec![json!(format!("r{}", n % 10))])
+            .await
+            .expect("acked");
+        assert_eq!(ack[0]["ok"], true, "event {n}");
+    }
+    assert_eq!(
+        app.metric(r#"ecos_rate_limited_total{event="join""#).await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_socket_may_join_only_so_many_rooms() {
+    let app = spawn_app_with(|s| s.limits.max_rooms_per_socket = 3).await;
+    let mut client = app.client(Transport::WebSocket).await;
+    for room in ["a", "b", "c"] {
+        let ack = client.emit_with_ack("join", vec![json!(room)]).await.unwrap();
+        assert_eq!(ack[0], json!({ "ok": true, "room": room }));
+    }
+    let ack = client.emit_with_ack("join", vec![json!("d")]).await.unwrap();
+    assert_eq!(ack[0], json!({ "ok": false, "error": "too many rooms" }));
+    // Joining a room it is already in is no new room.
+    let ack = client.emit_with_ack("join", vec![json!("b")]).await.unwrap();
+    assert_eq!(ack[0]["ok"], true);
+    client.emit_with_ack("leave", vec![json!("a")]).await.unwrap();
+    let ack = client.emit_with_ack("join", vec![json!("d")]).await.unwrap();
+    assert_eq!(ack[0], json!({ "ok": true, "room": "d" }));
+    let ack = client.emit_with_ack("rooms", vec![]).await.unwrap();
+    assert_eq!(ack[0]["rooms"], json!(["b", "c", "d"]));
+}
+
+#[tokio::test]
+async fn only_a_few_asks_may_wait_at_once_and_missed_counts_the_silent() {
+    let app = spawn_app_with(|s| s.socketio.ack_timeout = Duration::from_millis(1500)).await;
+    let asker = app.client(Transport::WebSocket).await;
+    // A member that never answers keeps every ask waiting for the timeout.
+    let mut silent = app.client(Transport::WebSocket).await;
+    silent.emit_with_ack("join", vec![json!("q")]).await.unwrap();
+    let four = futures_util::future::join_all(
+        (0..4).map(|n| asker.request("room:ask", vec![json!("q"), json!(n)])),
+    );
+    let fifth = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = tokio::time::Instant::now();
+        let ack = asker.request("room:ask", vec![json!("q"), json!("fifth")]).await;
+        (ack, started.elapsed())
+    };
+    let (four, (fifth, waited)) = tokio::join!(four, fifth);
+    assert_eq!(
+        fifth.expect("answered")[0],
+        json!({ "ok": false, "error": "too many asks in flight; wait for an answer" })
+    );
+    assert!(waited < Duration::from_millis(500), "refused at once: {waited:?}");
+    for ack in four {
+        assert_eq!(
+            ack.expect("each ask is answered")[0],
+            json!({ "ok": true, "answers": [], "missed": 1 })
+        );
+    }
+    // The slots are free again once the asks ended.
+    let ack = asker
+        .request("room:ask", vec![json!("nobody-here"), json!("again")])
+        .await
+        .expect("answered");
+    assert_eq!(ack[0], json!({ "ok": true, "answers": [], "missed": 0 }));
+}
+
+/// A client that pipelines requests and never reads its answers: when an ack
+/// finds its queue full, the socket is closed and counted, not left waiting.
+#[tokio::test]
+async fn an_ack_that_finds_the_queue_full_closes_the_socket_with_a_reason() {
+    let app = spawn_app_with(|s| {
+        s.limits.events_per_second = 0.0;
+        s.socketio.max_buffer_packets = 8;
+        // Only the ack path may close it here.
+        s.socketio.slow_consumer_timeout = None;
+    })
+    .await;
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", app.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
+    let open = ws.next().await.expect("open").expect("frame");
+    assert!(matches!(open, Message::Text(ref t) if t.starts_with('0')));
+    ws.send(Message::text("40")).await.unwrap();
+    loop {
+        match ws.next().await.expect("connect ack").expect("frame") {
+            Message::Text(t) if t.starts_with("40") => break,
+            _ => continue,
+        }
+    }
+    // Requests as fast as possible, never reading: the kernel's buffers fill,
+    // the writer blocks, the queue fills, and the next ack cannot be queued.
+    let room = "r".repeat(100);
+    let mut id = 0u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    'flood: while tokio::time::Instant::now() < deadline {
+        for _ in 0..500 {
+            let frame = Message::text(format!("42{id}[\"join\",\"{room}\"]"));
+            id += 1;
+            if ws.feed(frame).await.is_err() {
+                break 'flood;
+            }
+        }
+        if ws.flush().await.is_err()
+            || app
+                .metric(r#"ecos_disconnections_total{reason="queue_full""#)
+                .await
+                >= 1.0
+        {
+            break;
+        }
+    }
+    app.wait_metric(r#"ecos_disconnections_total{reason="queue_full""#, 1.0)
+        .await;
+}
