@@ -105,7 +105,7 @@ pub const KEYS: &[Key] = &[
         default: "text",
         shown_default: None,
         platform_var: None,
-        doc: r#"`text` (human-readable) or `json` (one object per line)"#,
+        doc: r#"`text` (human-readable; coloured only when stdout is a terminal and `NO_COLOR` is unset or empty, so a platform's log drain, which reads a pipe, gets plain text) or `json` (one object per line)"#,
         apply: |s, v| {
             s.log.format = v.choice(&[("text", LogFormat::Text), ("json", LogFormat::Json)], "`text` or `json`")?;
             Ok(())
