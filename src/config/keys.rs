@@ -388,7 +388,18 @@ pub const KEYS: &[Key] = &[
         },
         show: |s| Shown::secs(s.redis.stats_interval),
     },
-
+    Key {
+        name: "readiness.require_redis",
+        default: "false",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Make `/readyz` answer 503 (`degraded`) while Redis is down. Off by default: Redis is shared, so a readiness that follows it takes every instance out of the load balancer at once, although each one still serves its own clients; `/readyz` then stays 200 and says `"redis": "down"`. See [Redis outages and readiness](docs/hardening.md#redis-outages-and-readiness)."#,
+        apply: |s, v| {
+            s.readiness.require_redis = v.boolean()?;
+            Ok(())
+        },
+        show: |s| Shown::flag(s.readiness.require_redis),
+    },
 ];
 
 /// Environment variables starting with `ECOS_` that are not settings but are allowed.

@@ -186,7 +186,8 @@ async fn with_rediss_and_tls_insecure_it_joins_a_self_signed_tls_redis() {
             &format!("readiness on port {port}"),
             Duration::from_secs(10),
             async || match readyz(port).await {
-                (200, body) => Ok(body),
+                // Readiness stays 200 without Redis; wait for the link too.
+                (200, body) if body["redis"] == json!("up") => Ok(body),
                 (_, body) => Err(body),
             },
         )

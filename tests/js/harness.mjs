@@ -176,7 +176,11 @@ export function startServer(id, env = {}) {
   });
 }
 
-/** Polls `/readyz` until it answers 200; fails with the server's log tail. */
+/**
+ * Polls `/readyz` until it answers 200 and, on the Redis adapter, reports
+ * `"redis": "up"` (readiness alone stays 200 while Redis is unreachable);
+ * fails with the server's log tail.
+ */
 export async function waitReady(server, ms = STARTUP_TIMEOUT_MS) {
   const deadline = Date.now() + ms;
   let last = "no answer yet";
@@ -184,14 +188,17 @@ export async function waitReady(server, ms = STARTUP_TIMEOUT_MS) {
     try {
       const res = await fetch(`${server.url}/readyz`);
       const body = await res.text();
-      if (res.status === 200) return JSON.parse(body);
+      if (res.status === 200) {
+        const parsed = JSON.parse(body);
+        if (parsed.adapter !== "redis" || parsed.redis === "up") return parsed;
+      }
       last = `${res.status} ${body}`;
     } catch (err) {
       last = err.message;
     }
     await sleep(50);
   }
-  throw new Error(`${server.id}: /readyz did not answer 200 within ${ms / 1000} s (last: ${last})\n${server.logs()}`);
+  throw new Error(`${server.id}: /readyz did not answer 200 (with Redis up) within ${ms / 1000} s (last: ${last})\n${server.logs()}`);
 }
 
 /** Whether the server process is still running. */
