@@ -26,9 +26,10 @@ pub struct Cli {
 /// Commands other than serving.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// GET /healthz on the local server (on the configured port) and exit 0
-    /// if it answers 200, else 1. Needs no shell tools: for container
-    /// HEALTHCHECKs in distroless images.
+    /// GET /healthz on the local server (the configured bind address, or
+    /// loopback when that is 0.0.0.0 or ::, and port) and exit 0 if it
+    /// answers 200, else 1 (a bad setting too: Docker reserves 2). Needs no
+    /// shell tools: for container HEALTHCHECKs in distroless images.
     Healthcheck {
         /// Seconds to wait for the answer.
         #[arg(long, default_value_t = 3.0)]

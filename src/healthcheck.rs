@@ -1,7 +1,14 @@
 //! `ecos healthcheck`: asks a running ecos for `/healthz`, for container
 //! health checks in images that have no shell, curl or wget.
+//!
+//! It reads the same settings as the server and probes the address the server
+//! binds. Docker reserves exit code 2, so the subcommand exits only 0
+//! (healthy) or 1 (anything else, a bad setting included).
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::Duration,
+};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -20,6 +27,18 @@ pub enum HealthcheckError {
     /// The server answered, but not with 200.
     #[error("{0}/healthz answered {1:?}")]
     Unhealthy(SocketAddr, String),
+}
+
+/// Where to reach a server that binds `bind_address:port` from the same host:
+/// the address itself, or loopback of the same family when it is the
+/// unspecified address (`0.0.0.0` → `127.0.0.1`, `::` → `::1`).
+pub fn probe_addr(bind_address: IpAddr, port: u16) -> SocketAddr {
+    let ip = match bind_address {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, port)
 }
 
 /// GETs `/healthz` on `addr` and succeeds on a 200 answer.
@@ -49,5 +68,21 @@ async fn request(addr: SocketAddr) -> Result<(), HealthcheckError> {
         Ok(())
     } else {
         Err(HealthcheckError::Unhealthy(addr, status_line))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_goes_to_the_bound_address_or_loopback_for_unspecified() {
+        let at = |ip: &str| probe_addr(ip.parse().unwrap(), 3000).to_string();
+        assert_eq!(at("0.0.0.0"), "127.0.0.1:3000");
+        assert_eq!(at("::"), "[::1]:3000");
+        assert_eq!(at("127.0.0.2"), "127.0.0.2:3000");
+        assert_eq!(at("10.1.2.3"), "10.1.2.3:3000");
+        assert_eq!(at("::1"), "[::1]:3000");
+        assert_eq!(at("fd00::5"), "[fd00::5]:3000");
     }
 }

@@ -1,7 +1,7 @@
-use std::{net::SocketAddr, process::ExitCode, time::Duration};
+use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, error::ErrorKind};
 use ecos::{
     Application, Settings, app,
     cli::{Cli, Command},
@@ -10,18 +10,30 @@ use ecos::{
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return command_line_error(error),
+    };
+    let is_healthcheck = matches!(cli.command, Some(Command::Healthcheck { .. }));
     // A bad setting is the operator's mistake, not a crash: one line, exit 2.
+    // Except for the health check: Docker reserves 2 there, so it exits 1.
     let settings = match Settings::load(&Sources::from_process(cli.config.clone())) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("ecos: {error}");
-            return ExitCode::from(2);
+            return if is_healthcheck {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::from(2)
+            };
         }
     };
     if cli.print_config {
         print!("{}", settings.to_display_string());
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Healthcheck { timeout }) = cli.command {
+        return check_health(&settings, timeout);
     }
     // The runtime is built from the settings, so it comes after them.
     let runtime = match app::runtime(&settings.runtime) {
@@ -31,17 +43,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(Command::Healthcheck { timeout }) = cli.command {
-        let addr = SocketAddr::from(([127, 0, 0, 1], settings.port));
-        let timeout = Duration::try_from_secs_f64(timeout).unwrap_or(Duration::from_secs(3));
-        return match runtime.block_on(healthcheck::check(addr, timeout)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("ecos: unhealthy: {error}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     match runtime.block_on(run(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -49,6 +50,47 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `ecos healthcheck`: GET `/healthz` on the configured address; 0 or 1.
+fn check_health(settings: &Settings, timeout_secs: f64) -> ExitCode {
+    let addr = healthcheck::probe_addr(settings.bind_address, settings.port);
+    let timeout = Duration::try_from_secs_f64(timeout_secs).unwrap_or(Duration::from_secs(3));
+    // One request: a single thread does, whatever `runtime.worker_threads` says.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ecos: unhealthy: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(healthcheck::check(addr, timeout)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ecos: unhealthy: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a command-line error and exits as clap does (2), except for
+/// `ecos healthcheck`, which exits 1: Docker reserves 2 for health checks.
+fn command_line_error(error: clap::Error) -> ExitCode {
+    let informational = matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    let is_healthcheck = std::env::args_os().skip(1).any(|arg| arg == "healthcheck");
+    if is_healthcheck && !informational {
+        let _ = error.print();
+        return ExitCode::FAILURE;
+    }
+    error.exit()
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {

@@ -155,6 +155,7 @@ impl Application {
             client_script,
             engine_path: ENGINE_PATH,
             instance_id,
+            require_redis: settings.readiness.require_redis,
         };
         let mount_socketio = wired.mount;
         let router = http::router(state, &settings, |routes| {

@@ -105,7 +105,7 @@ pub const KEYS: &[Key] = &[
         default: "text",
         shown_default: None,
         platform_var: None,
-        doc: r#"`text` (human-readable) or `json` (one object per line)"#,
+        doc: r#"`text` (human-readable; coloured only when stdout is a terminal and `NO_COLOR` is unset or empty, so a platform's log drain, which reads a pipe, gets plain text) or `json` (one object per line)"#,
         apply: |s, v| {
             s.log.format = v.choice(&[("text", LogFormat::Text), ("json", LogFormat::Json)], "`text` or `json`")?;
             Ok(())
@@ -424,7 +424,18 @@ pub const KEYS: &[Key] = &[
         },
         show: |s| Shown::secs(s.redis.stats_interval),
     },
-
+    Key {
+        name: "readiness.require_redis",
+        default: "false",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Make `/readyz` answer 503 (`degraded`) while Redis is down. Off by default: Redis is shared, so a readiness that follows it takes every instance out of the load balancer at once, although each one still serves its own clients; `/readyz` then stays 200 and says `"redis": "down"`. See [Redis outages and readiness](docs/hardening.md#redis-outages-and-readiness)."#,
+        apply: |s, v| {
+            s.readiness.require_redis = v.boolean()?;
+            Ok(())
+        },
+        show: |s| Shown::flag(s.readiness.require_redis),
+    },
 ];
 
 /// Environment variables starting with `ECOS_` that are not settings but are allowed.

@@ -126,6 +126,8 @@ pub struct Settings {
     pub demo: DemoSettings,
     /// Redis connection for the cluster adapter; `None` runs a single in-memory instance.
     pub redis: RedisSettings,
+    /// What `/readyz` requires before it answers 200.
+    pub readiness: ReadinessSettings,
 }
 
 /// Async runtime settings.
@@ -235,6 +237,15 @@ pub struct RedisSettings {
     pub stats_interval: Duration,
 }
 
+/// What `/readyz` requires before it answers 200.
+#[derive(Debug, Clone, Default)]
+pub struct ReadinessSettings {
+    /// Answer 503 (`degraded`) while the Redis link is down. Off by default:
+    /// Redis is shared, so a readiness that follows it takes every instance
+    /// out of the load balancer at once, although each one still serves its
+    /// own clients.
+    pub require_redis: bool,
+}
 
 impl Default for Settings {
     /// Empty values, each overwritten by its key's default when loading.
@@ -253,6 +264,7 @@ impl Default for Settings {
             shutdown: ShutdownSettings::default(),
             demo: DemoSettings::default(),
             redis: RedisSettings::default(),
+            readiness: ReadinessSettings::default(),
         }
     }
 }

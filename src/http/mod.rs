@@ -5,7 +5,7 @@
 //! | `GET /` | the demo page | [`page`] |
 //! | `GET /socket.io/socket.io.min.js` | the browser client, only when a local copy is configured | [`page`] |
 //! | `GET /healthz` | liveness: 200 while the process runs | [`health`] |
-//! | `GET /readyz` | readiness: 200 when ready for traffic, 503 while starting or draining | [`health`] |
+//! | `GET /readyz` | readiness: 200 when ready for traffic, 503 while starting or draining; reports the Redis link | [`health`] |
 //! | `GET /metrics` | Prometheus text format | [`metrics`] |
 //! | `/socket.io/*` | Engine.IO / Socket.IO (socketioxide) | |
 //!
@@ -41,6 +41,9 @@ pub struct HttpState {
     pub engine_path: &'static str,
     /// This instance's id, reported by `/readyz`.
     pub instance_id: Arc<str>,
+    /// Whether `/readyz` answers 503 while the Redis link is down
+    /// (`readiness.require_redis`); otherwise it only reports it.
+    pub require_redis: bool,
 }
 
 /// The platform routes, with `inner` applied to them (it adds the Socket.IO

@@ -56,7 +56,7 @@ async fn spawn_cluster(n: usize, url: &str, prefix: &str) -> Vec<TestApp> {
         nodes.push(spawn_node(url, prefix, &format!("node-{i}")).await);
     }
     for node in &nodes {
-        wait_ready(node, 200, Duration::from_secs(10)).await;
+        wait_redis(node, "up", Duration::from_secs(10)).await;
     }
     nodes
 }
@@ -69,6 +69,22 @@ async fn wait_ready(app: &TestApp, status: u16, within: Duration) -> Duration {
         within,
         async || match readyz(app.addr.port()).await {
             (got, _) if got == status => Ok(()),
+            (got, body) => Err(format!("{got} ({body})")),
+        },
+    )
+    .await;
+    started.elapsed()
+}
+
+/// Polls `/readyz` until its `redis` field says `state` (`up` or `down`);
+/// returns how long it took. By default readiness stays 200 either way.
+async fn wait_redis(app: &TestApp, state: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    eventually(
+        &format!("readyz to report redis {state}"),
+        within,
+        async || match readyz(app.addr.port()).await {
+            (200, body) if body["redis"] == json!(state) => Ok(()),
             (got, body) => Err(format!("{got} ({body})")),
         },
     )
@@ -222,11 +238,13 @@ async fn without_redis_at_start_up_ecos_serves_locally_then_joins_when_redis_app
     let a = spawn_node(&redis.url(), &prefix, "a").await;
     let b = spawn_node(&redis.url(), &prefix, "b").await;
 
-    // Up, alive, not ready, and saying why.
+    // Up, alive and ready (it serves its own clients), and saying what is missing.
     assert_eq!(a.get_text("/healthz").await.0, 200);
     let (status, body) = readyz(a.addr.port()).await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["status"], json!("degraded"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], json!("ready"));
+    assert_eq!(body["adapter"], json!("redis"));
+    assert_eq!(body["redis"], json!("down"));
     assert!(
         body["reason"]
             .as_str()
@@ -234,6 +252,7 @@ async fn without_redis_at_start_up_ecos_serves_locally_then_joins_when_redis_app
             .contains("redis"),
         "{body}"
     );
+    assert_eq!(a.metric("ecos_redis_up").await, 0.0);
 
     // Local clients are served meanwhile.
     let mut a1 = a.client(Transport::WebSocket).await;
@@ -250,8 +269,10 @@ async fn without_redis_at_start_up_ecos_serves_locally_then_joins_when_redis_app
 
     // Redis appears: both instances connect without a restart.
     redis.restart();
-    wait_ready(&a, 200, Duration::from_secs(10)).await;
-    wait_ready(&b, 200, Duration::from_secs(10)).await;
+    wait_redis(&a, "up", Duration::from_secs(10)).await;
+    wait_redis(&b, "up", Duration::from_secs(10)).await;
+    let body = readyz(a.addr.port()).await.1;
+    assert!(body.get("reason").is_none(), "{body}");
     a1.emit_with_ack("message", vec![json!("everyone")])
         .await
         .expect("ack");
@@ -286,12 +307,18 @@ async fn losing_redis_mid_run_keeps_local_delivery_and_heals_when_it_returns() {
     }
 
     redis.stop();
-    let took = wait_ready(a, 503, Duration::from_secs(5)).await;
-    wait_ready(b, 503, Duration::from_secs(5)).await;
+    let took = wait_redis(a, "down", Duration::from_secs(5)).await;
+    wait_redis(b, "down", Duration::from_secs(5)).await;
     assert!(
         took < Duration::from_secs(3),
         "readiness took {took:?} to notice"
     );
+    // Both stay in rotation: the load balancer keeps sending them new clients.
+    for node in [a, b] {
+        let (status, body) = readyz(node.addr.port()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], json!("ready"), "{body}");
+    }
 
     // During the outage: acks and local delivery go on; nobody is disconnected.
     for round in 0..3 {
@@ -312,10 +339,24 @@ async fn losing_redis_mid_run_keeps_local_delivery_and_heals_when_it_returns() {
         );
     }
 
+    // A client that arrives during the outage is served by its instance.
+    let mut a3 = a.client(Transport::WebSocket).await;
+    a3.emit_with_ack("message", vec![json!("newcomer")])
+        .await
+        .expect("ack during outage");
+    assert_eq!(
+        a1.expect_event("message").await.args,
+        vec![json!("newcomer")]
+    );
+    assert_eq!(
+        a2.expect_event("message").await.args,
+        vec![json!("newcomer")]
+    );
+
     // Redis returns on the same port: the same clients hear each other again.
     redis.restart();
-    wait_ready(a, 200, Duration::from_secs(10)).await;
-    wait_ready(b, 200, Duration::from_secs(10)).await;
+    wait_redis(a, "up", Duration::from_secs(10)).await;
+    wait_redis(b, "up", Duration::from_secs(10)).await;
     a1.emit_with_ack("message", vec![json!("after")])
         .await
         .expect("ack");
@@ -334,6 +375,48 @@ async fn losing_redis_mid_run_keeps_local_delivery_and_heals_when_it_returns() {
     );
     assert!(a.metric("ecos_redis_reconnects_total").await >= 1.0);
     assert_eq!(a.metric("ecos_redis_up").await, 1.0);
+}
+
+#[tokio::test]
+async fn with_readiness_require_redis_readyz_is_503_degraded_while_redis_is_down() {
+    let mut redis = RedisServer::reserve();
+    let prefix = unique_prefix("strict");
+    let strict = |s: &mut ecos::Settings| s.readiness.require_redis = true;
+    let a = spawn_node_with(&redis.url(), &prefix, "strict-a", strict).await;
+    let b = spawn_node(&redis.url(), &prefix, "lenient-b").await;
+
+    // No Redis at start-up: the strict instance is out of rotation and says why.
+    let (status, body) = readyz(a.addr.port()).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], json!("degraded"));
+    assert_eq!(body["redis"], json!("down"));
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("redis"),
+        "{body}"
+    );
+    // The default instance beside it stays ready.
+    assert_eq!(readyz(b.addr.port()).await.0, 200);
+
+    redis.restart();
+    wait_ready(&a, 200, Duration::from_secs(10)).await;
+    let body = readyz(a.addr.port()).await.1;
+    assert_eq!(body["redis"], json!("up"), "{body}");
+    wait_redis(&b, "up", Duration::from_secs(10)).await;
+
+    // Lost mid-run: 503 again within about a second, while b stays ready.
+    redis.stop();
+    let took = wait_ready(&a, 503, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(3), "took {took:?} to notice");
+    let body = readyz(a.addr.port()).await.1;
+    assert_eq!(body["status"], json!("degraded"), "{body}");
+    assert_eq!(body["redis"], json!("down"), "{body}");
+    wait_redis(&b, "down", Duration::from_secs(5)).await;
+
+    redis.restart();
+    wait_ready(&a, 200, Duration::from_secs(10)).await;
 }
 
 #[tokio::test]
@@ -454,8 +537,8 @@ async fn rediss_with_tls_insecure_accepts_a_self_signed_certificate() {
     };
     let a = spawn_node_with(&redis.url(), &prefix, "tls-a", insecure).await;
     let b = spawn_node_with(&redis.url(), &prefix, "tls-b", insecure).await;
-    wait_ready(&a, 200, Duration::from_secs(10)).await;
-    wait_ready(&b, 200, Duration::from_secs(10)).await;
+    wait_redis(&a, "up", Duration::from_secs(10)).await;
+    wait_redis(&b, "up", Duration::from_secs(10)).await;
     let mut sender = a.client(Transport::WebSocket).await;
     let mut remote = b.client(Transport::Polling).await;
     sender
@@ -486,7 +569,8 @@ async fn rediss_verifies_certificates_by_default() {
     )
     .await;
     let (status, body) = readyz(node.addr.port()).await;
-    assert_eq!(status, 503, "{body}");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["redis"], json!("down"), "{body}");
     let reason = body["reason"].as_str().unwrap_or_default().to_lowercase();
     assert!(
         reason.contains("certificate") || reason.contains("tls"),

@@ -145,6 +145,24 @@ fn redis_settings_follow_the_platform() {
 }
 
 #[test]
+fn readiness_ignores_redis_unless_told_to_require_it() {
+    assert!(!load(&[]).expect("ok").readiness.require_redis);
+    let s = load(&[("ECOS_READINESS__REQUIRE_REDIS", "true")]).expect("ok");
+    assert!(s.readiness.require_redis);
+    let file = toml_file("[readiness]\nrequire_redis = true\n");
+    let s = Settings::load(&Sources {
+        file: Some(file.0.clone()),
+        env: HashMap::new(),
+    })
+    .expect("ok");
+    assert!(s.readiness.require_redis);
+    let err = load(&[("ECOS_READINESS__REQUIRE_REDIS", "sometimes")])
+        .expect_err("not a boolean")
+        .to_string();
+    assert!(err.contains("`readiness.require_redis`"), "{err}");
+}
+
+#[test]
 fn cors_origins_parse_into_a_policy() {
     let list = load(&[(
         "ECOS_CORS__ALLOWED_ORIGINS",

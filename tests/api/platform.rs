@@ -342,6 +342,71 @@ async fn the_healthcheck_subcommand_exits_0_on_a_healthy_server_and_1_otherwise(
     assert!(String::from_utf8_lossy(&down.stderr).contains("unhealthy"));
 }
 
+/// `ecos healthcheck` with a clean environment plus `env`, and `args` after it.
+fn healthcheck(env: &[(&str, String)], args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ecos"))
+        .arg("healthcheck")
+        .args(args)
+        .env_clear()
+        .envs(env.iter().cloned())
+        .output()
+        .expect("runs")
+}
+
+#[tokio::test]
+async fn the_healthcheck_probes_the_configured_bind_address() {
+    // 127.0.0.2 is loopback on Linux, but not 127.0.0.1: a probe of the
+    // wrong address finds nothing there.
+    let app = spawn_app_with(|s| s.bind_address = [127, 0, 0, 2].into()).await;
+    let port = app.addr.port().to_string();
+    let on = |bind: &str| {
+        let env = [
+            ("PORT", port.clone()),
+            ("ECOS_BIND_ADDRESS", bind.to_owned()),
+        ];
+        tokio::task::spawn_blocking(move || healthcheck(&env, &["--timeout", "2"]))
+    };
+    let healthy = on("127.0.0.2").await.expect("join");
+    assert_eq!(
+        healthy.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+    // The unspecified address is probed on loopback: 127.0.0.1 here, where
+    // nothing listens on this port, so it fails, and says where it looked.
+    let elsewhere = on("0.0.0.0").await.expect("join");
+    assert_eq!(elsewhere.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&elsewhere.stderr);
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+}
+
+#[test]
+fn the_healthcheck_exits_1_not_2_on_a_bad_setting_or_argument() {
+    // Docker reserves exit code 2 for health checks.
+    let bad_setting = healthcheck(&[("PORT", "abc".to_owned())], &[]);
+    assert_eq!(bad_setting.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad_setting.stderr);
+    assert!(stderr.contains("`port` (from PORT)"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    let bad_argument = healthcheck(&[], &["--timeout", "soon"]);
+    assert_eq!(bad_argument.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad_argument.stderr).contains("--timeout"),
+        "{}",
+        String::from_utf8_lossy(&bad_argument.stderr)
+    );
+
+    // Serving keeps exit 2 for the same bad setting.
+    let serve = std::process::Command::new(env!("CARGO_BIN_EXE_ecos"))
+        .env_clear()
+        .env("PORT", "abc")
+        .output()
+        .expect("runs");
+    assert_eq!(serve.status.code(), Some(2));
+}
+
 /// Connects to `addr` `attempts` times at once; returns how many completed
 /// the TCP handshake within `wait` (the app is not accepting, so the
 /// kernel's listen queue is all that can hold them).

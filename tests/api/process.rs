@@ -186,7 +186,8 @@ async fn with_rediss_and_tls_insecure_it_joins_a_self_signed_tls_redis() {
             &format!("readiness on port {port}"),
             Duration::from_secs(10),
             async || match readyz(port).await {
-                (200, body) => Ok(body),
+                // Readiness stays 200 without Redis; wait for the link too.
+                (200, body) if body["redis"] == json!("up") => Ok(body),
                 (_, body) => Err(body),
             },
         )
@@ -248,4 +249,87 @@ async fn the_runtime_runs_the_configured_number_of_workers() {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     assert_eq!(ecos.started["workers"], json!(cpus));
     assert_eq!(ecos.started["listen_backlog"], json!(1024));
+}
+
+/// Runs `command` (ecos, perhaps wrapped) with text logs on a free loopback
+/// port, collects its stdout up to the start-up line, then stops it.
+fn text_logs_until_started(mut command: Command) -> String {
+    command
+        .env("PORT", free_port().to_string())
+        .env("ECOS_BIND_ADDRESS", "127.0.0.1")
+        .env("ECOS_LOG__FORMAT", "text")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = command.spawn().expect("starts");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (tx, chunks) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut output = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&output).contains("ecos started") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match chunks.recv_timeout(left) {
+            Ok(chunk) => output.extend(chunk),
+            Err(_) => break,
+        }
+    }
+    // SIGTERM, so a wrapper (`script`) passes it on and ecos exits cleanly.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let exit_deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < exit_deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&output).into_owned();
+    assert!(text.contains("ecos started"), "no start-up line: {text:?}");
+    text
+}
+
+/// ecos under a pseudo-terminal (util-linux `script`), with `no_color` as `NO_COLOR`.
+fn under_a_terminal(no_color: Option<&str>) -> Command {
+    let mut command = Command::new("script");
+    command
+        .args(["-q", "-e", "-c"])
+        .arg(env!("CARGO_BIN_EXE_ecos"))
+        .arg("/dev/null")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    if let Some(value) = no_color {
+        command.env("NO_COLOR", value);
+    }
+    command
+}
+
+#[test]
+fn text_logs_carry_no_colour_codes_through_a_pipe() {
+    // Heroku's log drain, Kubernetes and Docker read stdout through a pipe.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ecos"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    let logs = text_logs_until_started(command);
+    assert!(!logs.contains("\x1b["), "{logs:?}");
+}
+
+#[test]
+fn text_logs_are_coloured_on_a_terminal_unless_no_color_is_set() {
+    let coloured = text_logs_until_started(under_a_terminal(None));
+    assert!(coloured.contains("\x1b["), "a terminal gets colour: {coloured:?}");
+    let plain = text_logs_until_started(under_a_terminal(Some("1")));
+    assert!(!plain.contains("\x1b["), "NO_COLOR=1: {plain:?}");
+    // An empty NO_COLOR counts as unset (no-color.org).
+    let empty = text_logs_until_started(under_a_terminal(Some("")));
+    assert!(empty.contains("\x1b["), "NO_COLOR=\"\": {empty:?}");
 }

@@ -71,6 +71,7 @@ describe("cluster resilience (a cluster of its own)", () => {
     for (const server of [r1, r2]) {
       const { status, body } = await getJson(`${server.url}/readyz`);
       assert.equal(status, 200, `${server.id} stays ready: ${JSON.stringify(body)}`);
+      assert.equal(body.redis, "up", `${server.id}'s Redis link: ${JSON.stringify(body)}`);
     }
 
     // A replacement joins the same cluster and takes part at once.

@@ -11,15 +11,21 @@
 //   `cookie` directive of the backend and `cookie` on the `server` lines),
 //   polling fails with 400 "Session ID unknown" while WebSocket still works.
 //   Balancing is round robin over three instances, so the request after a
-//   handshake always reaches another instance: the failure is deterministic.
+//   handshake always reaches another instance: the failure is deterministic;
+// - Redis outages, with two ecos processes on a `redis-server` of the test's
+//   own (on a free port, killed and started again): by default HAProxy keeps
+//   both instances UP while Redis is down, a new client connects through it
+//   and chats with a client on its instance, and cross-instance delivery
+//   heals when Redis returns; with ECOS_READINESS__REQUIRE_REDIS=true both
+//   go DOWN and HAProxy refuses new clients until Redis is back.
 //
 // Run from the repository root:
 //
 //   node --test --test-reporter=spec tests/js/haproxy.test.mjs
 //
 // Needs `haproxy` (Debian's package; installed with apt-get in `before` when
-// missing and running as root, otherwise the file fails and says so), a Redis
-// and the ecos binary ($ECOS_BIN, default target/release/ecos). $HAPROXY_BIN
+// missing and running as root, otherwise the file fails and says so), a Redis,
+// `redis-server` on the PATH and the ecos binary ($ECOS_BIN, default target/release/ecos). $HAPROXY_BIN
 // overrides the haproxy executable.
 
 import { describe, it, before, after } from "node:test";
@@ -34,7 +40,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { io } from "socket.io-client";
-import { ack, eventually, nextEvent, sleep, startCluster } from "./harness.mjs";
+import { ack, eventually, metricOf, nextEvent, sleep, startCluster } from "./harness.mjs";
 
 const run = promisify(execFile);
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -162,6 +168,7 @@ async function startHaproxy(name, bin, cfg, servers) {
       url: `http://127.0.0.1:${port}`,
       child,
       out,
+      err,
       exited: new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal }))),
       logs: (n = 25) =>
         `--- ${name} (haproxy) log ---\n${out.slice(-n).join("\n") || "(nothing)"}\n` +
@@ -689,3 +696,277 @@ describe("deploy/compose/haproxy.cfg, live: haproxy in front of 3 ecos instances
     );
   });
 });
+
+// ---------------------------------------------------------------------------
+// Redis outages behind HAProxy
+// ---------------------------------------------------------------------------
+
+const redises = new Set();
+process.on("exit", () => {
+  for (const r of redises) r.child?.kill("SIGKILL");
+});
+
+/**
+ * A `redis-server` of this test's own on a free port, which the test kills
+ * and starts again on the same port. `start()` resolves once it accepts
+ * connections; `kill()` is SIGKILL, an outage without goodbye.
+ */
+function redisServer(port) {
+  const handle = {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    child: null,
+    err: [],
+    async start() {
+      const child = spawn(
+        "redis-server",
+        ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        { stdio: ["ignore", "ignore", "pipe"] },
+      );
+      handle.child = child;
+      handle.exited = new Promise((resolve) => child.on("exit", resolve));
+      redises.add(handle);
+      createInterface({ input: child.stderr }).on("line", (line) => handle.err.push(line));
+      child.on("error", (e) => handle.err.push(`spawn error: ${e.message} (is redis-server installed?)`));
+      const deadline = Date.now() + 5_000;
+      while (Date.now() < deadline && child.exitCode === null) {
+        if (await canConnect(port)) return;
+        await sleep(50);
+      }
+      throw new Error(`redis-server did not listen on ${port} within 5 s: ${handle.err.join("\n")}`);
+    },
+    async kill() {
+      const child = handle.child;
+      if (!child || child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGKILL");
+      await handle.exited;
+      redises.delete(handle);
+    },
+  };
+  return handle;
+}
+
+/** GET /readyz of one instance directly (not through HAProxy): `{ status, body }`. */
+async function readyz(server) {
+  const res = await fetch(`${server.url}/readyz`, { signal: AbortSignal.timeout(2_000) });
+  return { status: res.status, body: await res.json() };
+}
+
+/** Waits until every one of `servers` reports `"redis": state` in /readyz; returns the last answers. */
+async function waitRedis(servers, state, ms = 10_000) {
+  let answers = [];
+  await eventually(
+    async () => {
+      answers = await Promise.all(servers.map(readyz));
+      return answers.map((a) => a.body.redis);
+    },
+    servers.map(() => state),
+    ms,
+    `"redis": "${state}" on ${servers.map((s) => s.id).join(", ")}`,
+  );
+  return answers;
+}
+
+/** HAProxy's own log says that `server` of the backend went DOWN (`up` false) or UP. */
+const sawState = (front, server, up) =>
+  [...front.out, ...front.err].some((line) =>
+    new RegExp(`Server ecos_back/${server} is ${up ? "UP" : "DOWN"}`).test(line),
+  );
+
+/**
+ * WebSocket clients through `front` until one lands on each of `instances`
+ * (round robin alternates, so two or three tries do); returns them by instance.
+ */
+async function oneClientOn(front, instances) {
+  const byInstance = {};
+  for (let i = 0; i < 6 && Object.keys(byInstance).length < instances.length; i++) {
+    const r = await connectOk(front, "websocket");
+    if (byInstance[r.welcome.instance]) r.socket.disconnect();
+    else byInstance[r.welcome.instance] = r.socket;
+  }
+  assert.deepEqual(Object.keys(byInstance).sort(), [...instances].sort(), "a client on every instance");
+  return byInstance;
+}
+
+/** `from` sends a `message`; `to` receives it, and every socket in `not` stays silent. */
+async function assertDelivered(from, to, not, label) {
+  const data = { label, at: Date.now() };
+  const got = nextEvent(to, "message");
+  const stray = [];
+  const listeners = not.map((s) => {
+    const handler = (d) => stray.push(d);
+    s.on("message", handler);
+    return () => s.off("message", handler);
+  });
+  assert.deepEqual(await ack(from, "message", data), { ok: true }, label);
+  assert.deepEqual(await got, [data], label);
+  await sleep(300);
+  for (const off of listeners) off();
+  assert.deepEqual(stray, [], `${label}: nobody else should receive it`);
+}
+
+/**
+ * Two ecos instances (ecos1, ecos2) on a Redis of their own, with `env`
+ * added, and the shipped haproxy.cfg in front. Its third server points at a
+ * port where nothing listens, and the setup waits until HAProxy has marked
+ * that one DOWN, so new clients reach the two instances only.
+ */
+async function outageSetup(name, env = {}) {
+  const redis = redisServer(await freePort());
+  await redis.start();
+  const topo = await startCluster({ ids: ["ecos1", "ecos2"], env: { REDIS_URL: redis.url, ...env } });
+  const nowhere = { port: await freePort() };
+  const front = await startHaproxy(name, haproxyBin, HAPROXY_CFG, [...topo.servers, nowhere]);
+  await eventually(() => sawState(front, "ecos3", false), true, 5_000, "HAProxy marks the empty ecos3 DOWN");
+  return { redis, topo, front };
+}
+
+async function outageTeardown(setup) {
+  await closeSockets();
+  await stopHaproxy(setup?.front);
+  await setup?.topo.stop();
+  await setup?.redis.kill();
+}
+
+/** Like withLogs, for a setup of this section: HAProxy's, both instances' and Redis's log tails on failure. */
+const withOutageLogs = (get, fn) => async (t) => {
+  try {
+    await fn(t);
+  } catch (err) {
+    const setup = get();
+    console.error(
+      [
+        setup?.front?.logs(40),
+        ...(setup?.topo.servers ?? []).map((s) => s.logs()),
+        `--- redis-server stderr ---\n${setup?.redis.err.slice(-20).join("\n") ?? ""}`,
+      ].join("\n"),
+    );
+    throw err;
+  }
+};
+
+/** Two HAProxy check intervals (`inter 1s fall 2`) and some: enough to mark a failing server DOWN. */
+const CHECKS_MS = 3_000;
+
+describe("Redis outage behind haproxy.cfg: 2 ecos instances on a Redis of the test's own", () => {
+  let setup;
+
+  before(
+    withOutageLogs(
+      () => setup,
+      async () => {
+        if (!haproxyBin) haproxyBin = (await ensureHaproxy()).bin;
+        setup = await outageSetup("outage");
+      },
+    ),
+    { timeout: 400_000 }, // apt-get when haproxy is missing; a few seconds otherwise
+  );
+
+  after(() => outageTeardown(setup), { timeout: TEST_TIMEOUT_MS });
+
+  it(
+    "Redis killed: both instances stay in rotation, a NEW client connects through HAProxy and chats on its instance; Redis back: cross-instance delivery heals",
+    { timeout: 45_000 },
+    withOutageLogs(
+      () => setup,
+      async () => {
+        const { redis, topo, front } = setup;
+        const [s1, s2] = topo.servers;
+        const before = await oneClientOn(front, ["ecos1", "ecos2"]);
+        const [a, b] = [before.ecos1, before.ecos2];
+        await assertDelivered(a, b, [], "across instances, Redis up");
+
+        await redis.kill();
+        const answers = await waitRedis([s1, s2], "down", 5_000);
+        for (const { status, body } of answers) {
+          assert.equal(status, 200, `readiness stays 200 while Redis is down: ${JSON.stringify(body)}`);
+          assert.equal(body.status, "ready", JSON.stringify(body));
+          assert.match(body.reason, /redis/i, JSON.stringify(body));
+        }
+        // Long enough for HAProxy to have marked a failing server DOWN.
+        await sleep(CHECKS_MS);
+        for (const server of ["ecos1", "ecos2"]) {
+          assert.ok(!sawState(front, server, false), `HAProxy kept ${server} UP\n${front.logs(40)}`);
+        }
+        assert.equal(await metricOf(s1, "ecos_redis_up"), 0);
+
+        // New clients connect through HAProxy, on both instances, and chat
+        // with the client already there; nothing crosses instances.
+        const during = await oneClientOn(front, ["ecos1", "ecos2"]);
+        const [c, d] = [during.ecos1, during.ecos2];
+        await assertDelivered(c, a, [b, d], "new client on ecos1 to its neighbour, Redis down");
+        await assertDelivered(a, c, [b, d], "neighbour to the new client on ecos1, Redis down");
+        await assertDelivered(d, b, [a, c], "new client on ecos2 to its neighbour, Redis down");
+
+        // Redis returns on the same port: every client hears the others again.
+        await redis.start();
+        await waitRedis([s1, s2], "up", 15_000);
+        const heard = [b, c, d].map((s) => nextEvent(s, "message"));
+        assert.deepEqual(await ack(a, "message", "healed"), { ok: true });
+        assert.deepEqual(await Promise.all(heard), [["healed"], ["healed"], ["healed"]]);
+        await assertDelivered(d, c, [], "new clients across instances after the outage");
+        assert.ok(a.connected && b.connected && c.connected && d.connected, "nobody was disconnected");
+      },
+    ),
+  );
+});
+
+describe("Redis outage behind haproxy.cfg with ECOS_READINESS__REQUIRE_REDIS=true", () => {
+  let setup;
+
+  before(
+    withOutageLogs(
+      () => setup,
+      async () => {
+        if (!haproxyBin) haproxyBin = (await ensureHaproxy()).bin;
+        setup = await outageSetup("strict", { ECOS_READINESS__REQUIRE_REDIS: "true" });
+      },
+    ),
+    { timeout: 400_000 },
+  );
+
+  after(() => outageTeardown(setup), { timeout: TEST_TIMEOUT_MS });
+
+  it(
+    "Redis killed: /readyz 503 degraded, HAProxy marks both instances DOWN and refuses new clients; Redis back: they return",
+    { timeout: 45_000 },
+    withOutageLogs(
+      () => setup,
+      async () => {
+        const { redis, topo, front } = setup;
+        const [s1, s2] = topo.servers;
+        await redis.kill();
+        await eventually(
+          async () => (await Promise.all([s1, s2].map(readyz))).map((a) => [a.status, a.body.status, a.body.redis]),
+          [
+            [503, "degraded", "down"],
+            [503, "degraded", "down"],
+          ],
+          5_000,
+          "/readyz of both instances",
+        );
+        await eventually(
+          () => sawState(front, "ecos1", false) && sawState(front, "ecos2", false),
+          true,
+          CHECKS_MS + 2_000,
+          "HAProxy marks both instances DOWN",
+        );
+        const refused = await fetch(`${front.url}${EIO}`, { signal: AbortSignal.timeout(3_000) });
+        assert.equal(refused.status, 503, "HAProxy has no server left for a new client");
+        await refused.text();
+
+        await redis.start();
+        await waitRedis([s1, s2], "up", 15_000);
+        await eventually(
+          () => sawState(front, "ecos1", true) && sawState(front, "ecos2", true),
+          true,
+          CHECKS_MS + 2_000,
+          "HAProxy marks both instances UP again",
+        );
+        const back = await oneClientOn(front, ["ecos1", "ecos2"]);
+        await assertDelivered(back.ecos1, back.ecos2, [], "across instances once Redis is back");
+      },
+    ),
+  );
+});
+

@@ -242,16 +242,25 @@ export function startInstance(id, options = {}) {
 
 /**
  * Polls `/readyz` until it answers `status` (default 200) and resolves with
- * its JSON body; fails with the instance's log tail.
+ * its JSON body; fails with the instance's log tail. On the Redis adapter a
+ * 200 is awaited until it also reports `"redis": "up"` (readiness stays 200
+ * while Redis is unreachable), unless `redisUp` is false.
  */
-export async function waitReady(instance, { status = 200, timeoutMs = STARTUP_TIMEOUT_MS } = {}) {
+export async function waitReady(
+  instance,
+  { status = 200, timeoutMs = STARTUP_TIMEOUT_MS, redisUp = true } = {},
+) {
   const deadline = Date.now() + timeoutMs;
   let last = "no answer yet";
   while (Date.now() < deadline) {
     try {
       const res = await fetch(`${instance.url}/readyz`);
       const body = await res.text();
-      if (res.status === status) return JSON.parse(body);
+      if (res.status === status) {
+        const parsed = JSON.parse(body);
+        const linked = !redisUp || status !== 200 || parsed.adapter !== "redis" || parsed.redis === "up";
+        if (linked) return parsed;
+      }
       last = `${res.status} ${body}`;
     } catch (err) {
       last = err.message;
