@@ -45,7 +45,7 @@ impl Drop for BusyCore {
 async fn an_event_sent_the_moment_connect_arrives_is_always_handled() {
     let app = spawn_app().await;
     let _busy = BusyCore::start();
-    const CLIENTS: usize = 300;
+    const CLIENTS: usize = 1000;
     for transport in TRANSPORTS {
         let mut tasks = Vec::new();
         for n in 0..CLIENTS {
