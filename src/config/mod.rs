@@ -118,7 +118,7 @@ pub struct Settings {
     pub cors: CorsPolicy,
     /// Engine.IO / Socket.IO protocol settings.
     pub socketio: SocketIoSettings,
-    /// Input size limits.
+    /// Input size and connection limits.
     pub limits: Limits,
     /// Shutdown behaviour.
     pub shutdown: ShutdownSettings,
@@ -180,7 +180,7 @@ pub struct SocketIoSettings {
     pub allow_eio3: bool,
 }
 
-/// Input size limits: anything above ends the offending session only.
+/// Input size and connection limits: anything above ends the offending session or connection only.
 #[derive(Debug, Clone, Default)]
 pub struct Limits {
     /// Largest HTTP long-polling request body, in bytes.
@@ -189,6 +189,18 @@ pub struct Limits {
     pub max_ws_message_bytes: usize,
     /// Bytes read from a WebSocket per system call, and the read buffer each idle connection holds.
     pub ws_read_buffer_bytes: usize,
+    /// How long a connection may take to send a complete request head,
+    /// counted from its accept or from the first byte after an idle pause.
+    pub header_read_timeout: Duration,
+    /// How long an idle keep-alive connection is kept between requests; above
+    /// the 90 s a Heroku-style router reuses its connections for, so the
+    /// router, not ecos, always closes first.
+    pub keep_alive_idle: Duration,
+    /// Most TCP connections served at once (WebSockets included); `None`:
+    /// only the file-descriptor limit caps them.
+    pub max_connections: Option<usize>,
+    /// Largest request head (request line plus headers), in bytes; larger gets 431.
+    pub max_header_bytes: usize,
 }
 
 /// Shutdown behaviour.
