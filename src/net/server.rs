@@ -548,4 +548,18 @@ mod tests {
         assert_eq!(cap(Some(10_000), None), 10_000);
         assert_eq!(cap(Some(10_000), Some(40)), 20, "a tiny limit keeps half");
     }
+
+    #[test]
+    fn running_out_of_descriptors_pauses_accepting() {
+        let metrics = Metrics::new("test", "0").expect("metrics");
+        let mut errors = AcceptErrors::default();
+        let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+        assert_eq!(errors.note(&emfile, &metrics), Some(ACCEPT_BACKOFF));
+        assert_eq!(errors.note(&emfile, &metrics), Some(ACCEPT_BACKOFF));
+        let aborted = io::Error::from(io::ErrorKind::ConnectionAborted);
+        assert_eq!(errors.note(&aborted, &metrics), None, "the client's doing");
+        let fd_limit = metrics.tcp_accept_errors_total.with_label_values(&["fd_limit"]);
+        assert_eq!(fd_limit.get(), 2);
+        assert_eq!(errors.unlogged, 1, "logged once");
+    }
 }
