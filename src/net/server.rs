@@ -11,7 +11,8 @@
 //!   that, up to [`HEALTH_RESERVE`] more are accepted for `/healthz` and
 //!   `/readyz` only (anything else gets `503` and the connection closes); a
 //!   newer one evicts the oldest, so a flood of idle connections cannot keep
-//!   a health check out.
+//!   a health check out. While evicted ones are still closing, a burst past
+//!   twice the reserve is closed at once.
 //! - When `accept` fails for lack of file descriptors, the loop pauses for
 //!   [`ACCEPT_BACKOFF`] rather than spin.
 //!
@@ -66,8 +67,15 @@ use crate::{
 /// Connections accepted over the cap, for health checks only.
 pub const HEALTH_RESERVE: usize = 16;
 
+/// Connections over the cap still open, evicted ones not yet closed
+/// included, past which a new one is closed at once: evicted connections
+/// close a moment later, and a burst must not run the process out of
+/// descriptors meanwhile.
+const OVER_CAP_OPEN: usize = 2 * HEALTH_RESERVE;
+
 /// File descriptors kept out of the connection cap: Redis links, the
-/// listener, the runtime's own, logs, and the [`HEALTH_RESERVE`].
+/// listener, the runtime's own, logs, and the connections over the cap
+/// (at most twice the [`HEALTH_RESERVE`]).
 pub const FD_RESERVE: u64 = 64;
 
 /// Time a connection over the cap has to send its head (a health check
@@ -129,6 +137,8 @@ struct Shared {
     metrics: Metrics,
     /// Connections under the cap, open now (upgraded ones included).
     open: Arc<AtomicUsize>,
+    /// Connections over the cap, open now.
+    over_cap: Arc<AtomicUsize>,
     /// Connections over the cap, oldest first, with what evicts each.
     reserve: Mutex<VecDeque<(u64, Arc<Notify>)>>,
     /// Names reserve entries.
@@ -151,6 +161,7 @@ pub async fn serve(
         limits,
         metrics,
         open: Arc::new(AtomicUsize::new(0)),
+        over_cap: Arc::new(AtomicUsize::new(0)),
         reserve: Mutex::new(VecDeque::with_capacity(HEALTH_RESERVE + 1)),
         next_id: AtomicU64::new(0),
     });
@@ -169,8 +180,16 @@ pub async fn serve(
                 Ok((stream, addr)) => {
                     // Decided here, by the one task that adds to `open`, so
                     // two accepts cannot both take the last place.
-                    let under_cap = shared.open.load(Ordering::Acquire) < limits.max_connections;
-                    let slot = ConnSlot::new(under_cap.then(|| shared.open.clone()), &shared.metrics);
+                    let slot = if shared.open.load(Ordering::Acquire) < limits.max_connections {
+                        ConnSlot::new(&shared.open, true, &shared.metrics)
+                    } else if shared.over_cap.load(Ordering::Acquire) < OVER_CAP_OPEN {
+                        ConnSlot::new(&shared.over_cap, false, &shared.metrics)
+                    } else {
+                        drop(stream);
+                        shared.metrics.tcp_connections_refused_total
+                            .with_label_values(&[REFUSED_MAX_CONNECTIONS]).inc();
+                        continue;
+                    };
                     let conn = serve_connection(shared.clone(), stream, addr, slot, draining.clone());
                     conns.spawn(conn);
                 }
@@ -482,37 +501,34 @@ impl HttpBody for TrackedBody {
 /// A connection's place in the count of open connections, given back when
 /// the socket is closed.
 pub(super) struct ConnSlot {
-    /// The under-cap count this connection is part of; `None` over the cap.
-    open: Option<Arc<AtomicUsize>>,
+    /// The count this connection is part of: under the cap, or over it.
+    count: Arc<AtomicUsize>,
+    /// Whether `count` is the under-cap one.
+    under_cap: bool,
     /// `ecos_tcp_connections_open`.
     gauge: IntGauge,
 }
 
 impl ConnSlot {
-    fn new(open: Option<Arc<AtomicUsize>>, metrics: &Metrics) -> Self {
-        if let Some(open) = &open {
-            open.fetch_add(1, Ordering::AcqRel);
-        }
+    fn new(count: &Arc<AtomicUsize>, under_cap: bool, metrics: &Metrics) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
         metrics.tcp_connections_open.inc();
         Self {
-            open,
+            count: count.clone(),
+            under_cap,
             gauge: metrics.tcp_connections_open.clone(),
         }
     }
-}
 
-impl ConnSlot {
     /// Whether this connection counts against the cap (rather than the health reserve).
     fn under_cap(&self) -> bool {
-        self.open.is_some()
+        self.under_cap
     }
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        if let Some(open) = &self.open {
-            open.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.count.fetch_sub(1, Ordering::AcqRel);
         self.gauge.dec();
     }
 }
@@ -520,7 +536,7 @@ impl Drop for ConnSlot {
 impl std::fmt::Debug for ConnSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnSlot")
-            .field("under_cap", &self.open.is_some())
+            .field("under_cap", &self.under_cap)
             .finish()
     }
 }
