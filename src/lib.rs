@@ -9,7 +9,7 @@
 //!
 //! - [`config`]: every setting in one table (name, default, README text, parser); layering; validation.
 //! - [`app`]: [`Application`]: bind, wire, serve, drain; the lifecycle and OS signals.
-//! - [`net`]: the listener, and the slow-consumer policy that watches every connection.
+//! - [`net`]: the accept loop and its connection limits (header-read and keep-alive deadlines, the cap), and the slow-consumer policy that watches every connection.
 //! - [`http`]: the demo page, `/healthz`, `/readyz`, `/metrics`, and the HTTP middleware.
 //! - [`realtime`]: the Socket.IO event contract: the event table, one dispatch path, one file per event family.
 //! - [`hub`]: the type-erased handle on the Socket.IO server that HTTP and the app use, whatever the adapter.

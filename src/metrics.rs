@@ -45,7 +45,23 @@ pub struct Metrics {
     pub http_requests_total: IntCounterVec,
     /// HTTP request latency, by route template and method.
     pub http_request_duration_seconds: HistogramVec,
+    /// TCP connections open right now (upgraded WebSockets included).
+    pub tcp_connections_open: IntGauge,
+    /// TCP connections refused, by reason (`max_connections`).
+    pub tcp_connections_refused_total: IntCounterVec,
+    /// TCP connections the connection layer closed, by reason
+    /// (`header_timeout`, `keep_alive_timeout`, `header_too_large`).
+    pub tcp_connections_closed_total: IntCounterVec,
+    /// Failed `accept` calls, by reason (`fd_limit`, `other`).
+    pub tcp_accept_errors_total: IntCounterVec,
 }
+
+/// The `reason` of `ecos_tcp_connections_refused_total`: over `limits.max_connections`.
+pub const REFUSED_MAX_CONNECTIONS: &str = "max_connections";
+/// The `reason`s of `ecos_tcp_connections_closed_total`.
+pub const CLOSED_REASONS: [&str; 3] = ["header_timeout", "keep_alive_timeout", "header_too_large"];
+/// The `reason`s of `ecos_tcp_accept_errors_total`: out of file descriptors, or anything else.
+pub const ACCEPT_ERROR_REASONS: [&str; 2] = ["fd_limit", "other"];
 
 impl Metrics {
     /// Creates and registers every metric, labelled with this instance's `node` id.
@@ -119,6 +135,31 @@ impl Metrics {
             ]),
             &["route", "method"],
         )?;
+        let tcp_connections_open = IntGauge::new(
+            "tcp_connections_open",
+            "TCP connections open, upgraded WebSockets included.",
+        )?;
+        let tcp_connections_refused_total = IntCounterVec::new(
+            Opts::new(
+                "tcp_connections_refused_total",
+                "TCP connections refused (503 or closed unanswered), by reason.",
+            ),
+            &["reason"],
+        )?;
+        let tcp_connections_closed_total = IntCounterVec::new(
+            Opts::new(
+                "tcp_connections_closed_total",
+                "TCP connections closed by the connection limits, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let tcp_accept_errors_total = IntCounterVec::new(
+            Opts::new(
+                "tcp_accept_errors_total",
+                "Failed accepts of a new TCP connection, by reason.",
+            ),
+            &["reason"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new("build_info", "Always 1; the labels carry the version."),
             &["version"],
@@ -136,6 +177,10 @@ impl Metrics {
         registry.register(Box::new(refused_connections_total.clone()))?;
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(http_request_duration_seconds.clone()))?;
+        registry.register(Box::new(tcp_connections_open.clone()))?;
+        registry.register(Box::new(tcp_connections_refused_total.clone()))?;
+        registry.register(Box::new(tcp_connections_closed_total.clone()))?;
+        registry.register(Box::new(tcp_accept_errors_total.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
 
         // Pre-create the bounded label sets so dashboards see zeros, not gaps.
@@ -146,6 +191,13 @@ impl Metrics {
         {
             events_received_total.with_label_values(&[label]);
             rate_limited_total.with_label_values(&[label]);
+        }
+        tcp_connections_refused_total.with_label_values(&[REFUSED_MAX_CONNECTIONS]);
+        for reason in CLOSED_REASONS {
+            tcp_connections_closed_total.with_label_values(&[reason]);
+        }
+        for reason in ACCEPT_ERROR_REASONS {
+            tcp_accept_errors_total.with_label_values(&[reason]);
         }
 
         Ok(Self {
@@ -161,6 +213,10 @@ impl Metrics {
             refused_connections_total,
             http_requests_total,
             http_request_duration_seconds,
+            tcp_connections_open,
+            tcp_connections_refused_total,
+            tcp_connections_closed_total,
+            tcp_accept_errors_total,
         })
     }
 

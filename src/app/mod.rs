@@ -23,7 +23,7 @@ use crate::{
     http::{self, HttpState},
     hub::{Hub, SocketIoHub},
     metrics::{Metrics, MetricsError},
-    net::{self, GuardedListener, Peer, SlowConsumers},
+    net::{self, ConnLimits, SlowConsumers},
     realtime::{Realtime, limits::RateLimit},
 };
 
@@ -81,6 +81,10 @@ pub struct Application {
     hub: Arc<dyn Hub>,
     /// Shared readiness and drain state.
     lifecycle: Arc<Lifecycle>,
+    /// The connection limits, with the cap fitted to the open-file limit.
+    conn_limits: ConnLimits,
+    /// The app's metrics, for the connection counters.
+    metrics: Metrics,
     /// The settings the app was built with.
     settings: Settings,
 }
@@ -94,6 +98,25 @@ impl Application {
 
     /// Like [`Application::build`], with the namespaces and mounted services of `setup`.
     pub async fn build_with(settings: Settings, setup: impl Setup) -> Result<Self, StartupError> {
+        // Every connection is a file descriptor: raise the soft limit to the
+        // hard one before serving, and fit the connection cap to it.
+        let nofile = match net::raise_nofile_limit() {
+            Ok(limit) => {
+                tracing::info!(
+                    soft = limit.soft,
+                    hard = limit.hard,
+                    was = limit.was,
+                    "open-file limit (nofile)"
+                );
+                Some(limit.soft)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the open-file limit");
+                None
+            }
+        };
+        let conn_limits = ConnLimits::new(&settings.limits, nofile);
+
         let addr = SocketAddr::new(settings.bind_address, settings.port);
         let listener = net::bind(addr, settings.listen_backlog)
             .map_err(|source| StartupError::Bind { addr, source })?;
@@ -149,7 +172,7 @@ impl Application {
 
         let state = HttpState {
             lifecycle: lifecycle.clone(),
-            metrics,
+            metrics: metrics.clone(),
             hub: wired.hub.clone(),
             page: http::render_page(client_script.is_some()).into(),
             client_script,
@@ -168,6 +191,8 @@ impl Application {
             router,
             hub: wired.hub,
             lifecycle,
+            conn_limits,
+            metrics,
             settings,
         })
     }
@@ -200,19 +225,22 @@ impl Application {
             router,
             hub,
             lifecycle,
+            conn_limits,
+            metrics,
             settings,
         } = self;
 
         let stop_accepting = Arc::new(tokio::sync::Notify::new());
         let server = {
             let stop_accepting = stop_accepting.clone();
-            let listener = GuardedListener::new(listener, slow_consumers.clone());
-            axum::serve(
+            net::serve(
                 listener,
-                router.into_make_service_with_connect_info::<Peer>(),
+                router,
+                slow_consumers.clone(),
+                conn_limits,
+                metrics,
+                async move { stop_accepting.notified().await },
             )
-            .with_graceful_shutdown(async move { stop_accepting.notified().await })
-            .into_future()
         };
         let mut server = tokio::spawn(server);
         let _sweeper = slow_consumers.spawn_sweeper();
@@ -225,6 +253,9 @@ impl Application {
             adapter = hub.status().name,
             workers = tokio::runtime::Handle::current().metrics().num_workers(),
             listen_backlog = settings.listen_backlog,
+            max_connections = conn_limits.max_connections,
+            header_read_timeout_secs = conn_limits.header_read_timeout.as_secs_f64(),
+            keep_alive_idle_secs = conn_limits.keep_alive_idle.as_secs_f64(),
             "ecos started"
         );
 

@@ -305,6 +305,55 @@ pub const KEYS: &[Key] = &[
         show: |s| Shown::num(s.limits.max_rooms_per_socket),
     },
     Key {
+        name: "limits.header_read_timeout_secs",
+        default: "30",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Time a connection has to send a complete request head (request line and headers), counted from when it is accepted, or from its first byte after an idle keep-alive pause. A connection that sends nothing, or trickles its head, is closed at this time: with `408` when part of a head arrived, silently otherwise. WebSockets, once upgraded, are not subject to it. See [docs/hardening.md](docs/hardening.md#slow-and-idle-connections)."#,
+        apply: |s, v| {
+            s.limits.header_read_timeout = v.duration()?;
+            Ok(())
+        },
+        show: |s| Shown::secs(s.limits.header_read_timeout),
+    },
+    Key {
+        name: "limits.keep_alive_idle_secs",
+        default: "100",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"How long an idle HTTP keep-alive connection is kept between two requests. Keep it above your router's own idle time: Heroku's router reuses a connection for up to 90 s, and an app that closes first makes it fail requests. WebSockets and held long-polling requests are not idle in this sense."#,
+        apply: |s, v| {
+            s.limits.keep_alive_idle = v.duration()?;
+            Ok(())
+        },
+        show: |s| Shown::secs(s.limits.keep_alive_idle),
+    },
+    Key {
+        name: "limits.max_connections",
+        default: "10000",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Most TCP connections served at once, WebSockets included. `0` means no cap of its own. Either way the cap is lowered to what the open-file limit allows, with room kept for Redis and health checks. Over the cap, a connection still gets `/healthz` and `/readyz`; any other request gets `503` and the connection is closed."#,
+        apply: |s, v| {
+            let max: usize = v.parse("a whole number, 0 for no cap")?;
+            s.limits.max_connections = (max > 0).then_some(max);
+            Ok(())
+        },
+        show: |s| Shown::num(s.limits.max_connections.unwrap_or(0)),
+    },
+    Key {
+        name: "limits.max_header_bytes",
+        default: "16384",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Largest request head (request line and headers). A larger one gets `431` and the connection is closed. From 1024 to 262144; Node's default is 16384."#,
+        apply: |s, v| {
+            s.limits.max_header_bytes = v.bounded(1024..=262_144, "a whole number from 1024 to 262144")?;
+            Ok(())
+        },
+        show: |s| Shown::num(s.limits.max_header_bytes),
+    },
+    Key {
         name: "shutdown.drain_timeout_secs",
         default: "25",
         shown_default: None,

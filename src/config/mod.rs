@@ -118,7 +118,7 @@ pub struct Settings {
     pub cors: CorsPolicy,
     /// Engine.IO / Socket.IO protocol settings.
     pub socketio: SocketIoSettings,
-    /// Input size limits.
+    /// Input size and connection limits.
     pub limits: Limits,
     /// Shutdown behaviour.
     pub shutdown: ShutdownSettings,
@@ -182,7 +182,7 @@ pub struct SocketIoSettings {
     pub allow_eio3: bool,
 }
 
-/// Input size limits: anything above ends the offending session only.
+/// Input size and connection limits: anything above ends the offending session or connection only.
 #[derive(Debug, Clone, Default)]
 pub struct Limits {
     /// Largest HTTP long-polling request body, in bytes.
@@ -197,6 +197,18 @@ pub struct Limits {
     pub events_burst: f64,
     /// Rooms one socket may be in (its own joins).
     pub max_rooms_per_socket: usize,
+    /// How long a connection may take to send a complete request head,
+    /// counted from its accept or from the first byte after an idle pause.
+    pub header_read_timeout: Duration,
+    /// How long an idle keep-alive connection is kept between requests; above
+    /// the 90 s a Heroku-style router reuses its connections for, so the
+    /// router, not ecos, always closes first.
+    pub keep_alive_idle: Duration,
+    /// Most TCP connections served at once (WebSockets included); `None`:
+    /// only the file-descriptor limit caps them.
+    pub max_connections: Option<usize>,
+    /// Largest request head (request line plus headers), in bytes; larger gets 431.
+    pub max_header_bytes: usize,
 }
 
 /// Shutdown behaviour.

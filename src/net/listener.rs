@@ -1,5 +1,5 @@
-//! Accepting connections so that each one can be watched and closed: the
-//! listener, its streams, and the [`Peer`] every request carries.
+//! The stream every accepted connection is served through, and the [`Peer`]
+//! every request carries.
 
 use std::{
     io,
@@ -10,70 +10,92 @@ use std::{
     time::Instant,
 };
 
-use axum::{
-    extract::{ConnectInfo, connect_info::Connected},
-    serve::{IncomingStream, Listener},
-};
+use axum::extract::ConnectInfo;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
 };
 
-use super::slow_consumers::{ConnState, SlowConsumers};
+use super::{
+    request_cycle::RequestCycle,
+    server::ConnSlot,
+    slow_consumers::{ConnState, SlowConsumers, TIMED_OUT_408},
+};
 
 /// The error a closed slow consumer's reads and writes return.
 const CLOSED_MESSAGE: &str = "slow consumer: the client stopped reading";
 
-/// A TCP listener whose connections report when they stall.
-pub struct GuardedListener {
-    inner: TcpListener,
-    consumers: SlowConsumers,
+/// The error a timed-out connection's reads and writes return.
+const TIMED_OUT_MESSAGE: &str = "connection timed out waiting for a request";
+
+/// What a client whose request head did not arrive in time is told.
+const RESPONSE_408: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+
+/// A TCP stream that records when its writes stall, reports the bytes it
+/// reads to its [`RequestCycle`], and can be closed from outside.
+#[derive(Debug)]
+pub struct GuardedStream {
+    inner: TcpStream,
+    /// Shared with the slow-consumer sweeper and the requests' [`Peer`].
+    state: Arc<ConnState>,
+    /// Zero point of `state.stalled_since`.
+    epoch: Instant,
+    /// The connection's phase and deadline, moved on by the bytes read here.
+    cycle: Arc<RequestCycle>,
+    /// Counts this connection against the cap until the socket is closed
+    /// (which, for a WebSocket, is long after hyper's connection ended).
+    _slot: ConnSlot,
+    /// Whether the `408` of a timed-out head was already written.
+    answered_timeout: bool,
 }
 
-impl GuardedListener {
-    /// Accepts from `inner`, registering every connection with `consumers`.
-    pub fn new(inner: TcpListener, consumers: SlowConsumers) -> Self {
-        Self { inner, consumers }
-    }
-}
-
-impl Listener for GuardedListener {
-    type Io = GuardedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        // axum's own accept loop already retries and logs accept errors.
-        let (stream, addr) = Listener::accept(&mut self.inner).await;
+impl GuardedStream {
+    /// Wraps an accepted `stream`, registering it with `consumers`.
+    pub(super) fn new(
+        stream: TcpStream,
+        consumers: &SlowConsumers,
+        cycle: Arc<RequestCycle>,
+        slot: ConnSlot,
+    ) -> Self {
         // Realtime messages are small and latency-bound: do not let Nagle's
         // algorithm hold them back waiting for the previous segment's ACK.
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        let (state, epoch) = self.consumers.register();
-        let stream = GuardedStream {
+        let (state, epoch) = consumers.register();
+        Self {
             inner: stream,
             state,
             epoch,
-        };
-        (stream, addr)
+            cycle,
+            _slot: slot,
+            answered_timeout: false,
+        }
     }
 
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
+    /// The state a request's [`Peer`] leads back to.
+    pub(super) fn peer(&self, addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            state: self.state.clone(),
+        }
     }
-}
 
-/// A TCP stream that records when its writes stall and can be closed from outside.
-#[derive(Debug)]
-pub struct GuardedStream {
-    inner: TcpStream,
-    state: Arc<ConnState>,
-    epoch: Instant,
-}
+    /// The connection's shared state, to end it from its task.
+    pub(super) fn state(&self) -> Arc<ConnState> {
+        self.state.clone()
+    }
 
-impl GuardedStream {
-    fn closed_error() -> io::Error {
-        io::Error::new(io::ErrorKind::TimedOut, CLOSED_MESSAGE)
+    /// The error to return instead of reading or writing, if the connection was ended.
+    fn ended(&self) -> Option<io::Error> {
+        if self.state.is_closed() {
+            Some(io::Error::new(io::ErrorKind::TimedOut, CLOSED_MESSAGE))
+        } else if self.state.timed_out() != 0 {
+            Some(io::Error::new(io::ErrorKind::TimedOut, TIMED_OUT_MESSAGE))
+        } else {
+            None
+        }
     }
 
     fn note_write<T>(&self, result: &Poll<io::Result<T>>, cx: &Context<'_>) {
@@ -100,15 +122,26 @@ impl AsyncRead for GuardedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.state.is_closed() {
-            return Poll::Ready(Err(Self::closed_error()));
+        if let Some(error) = self.ended() {
+            if self.state.timed_out() == TIMED_OUT_408 && !self.answered_timeout {
+                self.answered_timeout = true;
+                // Best effort: the socket's send buffer is empty while a
+                // head is awaited, so this goes out whole or not at all.
+                let _ = self.inner.try_write(RESPONSE_408);
+            }
+            return Poll::Ready(Err(error));
         }
+        let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if result.is_pending() {
-            self.state.read_waker.register(cx.waker());
-            // Closed between the check and the registration: do not sleep through it.
-            if self.state.is_closed() {
-                return Poll::Ready(Err(Self::closed_error()));
+        match &result {
+            Poll::Ready(Ok(())) => self.cycle.bytes_read(buf.filled().len() - before),
+            Poll::Ready(Err(_)) => {}
+            Poll::Pending => {
+                self.state.read_waker.register(cx.waker());
+                // Ended between the check and the registration: do not sleep through it.
+                if let Some(error) = self.ended() {
+                    return Poll::Ready(Err(error));
+                }
             }
         }
         result
@@ -121,13 +154,15 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.state.is_closed() {
-            return Poll::Ready(Err(Self::closed_error()));
+        if let Some(error) = self.ended() {
+            return Poll::Ready(Err(error));
         }
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.note_write(&result, cx);
-        if result.is_pending() && self.state.is_closed() {
-            return Poll::Ready(Err(Self::closed_error()));
+        if result.is_pending()
+            && let Some(error) = self.ended()
+        {
+            return Poll::Ready(Err(error));
         }
         result
     }
@@ -137,13 +172,15 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if self.state.is_closed() {
-            return Poll::Ready(Err(Self::closed_error()));
+        if let Some(error) = self.ended() {
+            return Poll::Ready(Err(error));
         }
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         self.note_write(&result, cx);
-        if result.is_pending() && self.state.is_closed() {
-            return Poll::Ready(Err(Self::closed_error()));
+        if result.is_pending()
+            && let Some(error) = self.ended()
+        {
+            return Poll::Ready(Err(error));
         }
         result
     }
@@ -153,8 +190,8 @@ impl AsyncWrite for GuardedStream {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.state.is_closed() {
-            return Poll::Ready(Err(Self::closed_error()));
+        if let Some(error) = self.ended() {
+            return Poll::Ready(Err(error));
         }
         Pin::new(&mut self.inner).poll_flush(cx)
     }
@@ -179,15 +216,6 @@ impl Peer {
     /// Whether this connection was closed as a slow consumer.
     pub fn closed_as_slow_consumer(&self) -> bool {
         self.state.is_closed()
-    }
-}
-
-impl Connected<IncomingStream<'_, GuardedListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, GuardedListener>) -> Self {
-        Peer {
-            addr: *stream.remote_addr(),
-            state: stream.io().state.clone(),
-        }
     }
 }
 

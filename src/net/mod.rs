@@ -1,17 +1,28 @@
-//! The network edge: binding the listener, and watching every accepted
-//! connection so slow consumers can be found and closed.
+//! The network edge: binding the listener, serving every connection under
+//! the connection limits, and watching each one so slow consumers can be
+//! found and closed.
 //!
-//! - [`listener`]: the listener, its streams, and the [`Peer`] every request carries;
-//! - [`slow_consumers`]: the policy that closes clients that stopped reading.
+//! - [`server`]: the accept loop and the HTTP/1 connections, with the
+//!   header-read and keep-alive deadlines, the connection cap and its health reserve;
+//! - [`request_cycle`]: a connection's phase (waiting for a head, busy, idle,
+//!   upgraded) and the deadline that goes with it;
+//! - [`listener`]: the stream every connection is served through, and the [`Peer`] every request carries;
+//! - [`slow_consumers`]: the policy that closes clients that stopped reading;
+//! - [`nofile`]: raising the open-file limit at start-up.
 
 pub mod listener;
+pub mod nofile;
+pub mod request_cycle;
+pub mod server;
 pub mod slow_consumers;
 
 use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpSocket};
 
-pub use listener::{GuardedListener, Peer, close_connection, closed_as_slow_consumer};
+pub use listener::{GuardedStream, Peer, close_connection, closed_as_slow_consumer};
+pub use nofile::{NofileLimit, raise_nofile_limit};
+pub use server::{ConnLimits, serve};
 pub use slow_consumers::{OVERFLOW_STALL, SlowConsumers, Sweeper};
 
 /// Binds `addr` with a listen queue of `backlog` connections.

@@ -25,15 +25,15 @@
 //! by themselves). The socket's disconnect is counted in
 //! `ecos_disconnections_total{reason="slow_consumer"}`.
 //!
-//! To know which connection is blocked, ecos accepts connections through
-//! [`GuardedListener`](super::GuardedListener), whose streams record when a
+//! To know which connection is blocked, ecos serves every connection through a
+//! [`GuardedStream`](super::listener::GuardedStream), which records when a
 //! write could not proceed, and hands each request a [`Peer`](super::Peer)
 //! (as axum's `ConnectInfo`) that leads back to its connection.
 
 use std::{
     sync::{
         Arc, Mutex, Weak,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -55,7 +55,15 @@ pub(super) struct ConnState {
     pub(super) read_waker: AtomicWaker,
     /// Wakes a write pending on the socket when the connection is closed.
     pub(super) write_waker: AtomicWaker,
+    /// Set when the connection layer ends the connection on a timeout
+    /// ([`TIMED_OUT_408`] or [`TIMED_OUT_SILENT`]); 0 while it may run.
+    timed_out: AtomicU8,
 }
+
+/// [`ConnState::time_out`]: answer `408 Request Timeout` before closing.
+pub(super) const TIMED_OUT_408: u8 = 1;
+/// [`ConnState::time_out`]: close without a word.
+pub(super) const TIMED_OUT_SILENT: u8 = 2;
 
 impl ConnState {
     /// Closes the connection; true for the call that closed it.
@@ -68,6 +76,19 @@ impl ConnState {
 
     pub(super) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Ends the connection on a timeout: its next read fails (after writing
+    /// a `408` when `how` is [`TIMED_OUT_408`]), which ends hyper's connection.
+    pub(super) fn time_out(&self, how: u8) {
+        self.timed_out.store(how, Ordering::Release);
+        self.read_waker.wake();
+        self.write_waker.wake();
+    }
+
+    /// How the connection timed out ([`TIMED_OUT_408`], [`TIMED_OUT_SILENT`]), or 0.
+    pub(super) fn timed_out(&self) -> u8 {
+        self.timed_out.load(Ordering::Acquire)
     }
 }
 

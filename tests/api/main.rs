@@ -5,6 +5,7 @@ mod backpressure;
 mod client;
 mod cluster;
 mod config;
+mod connections;
 mod contract;
 mod hardening;
 mod helpers;

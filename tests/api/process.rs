@@ -25,12 +25,28 @@ struct Process {
     started: serde_json::Value,
     /// Further stdout lines.
     lines: mpsc::Receiver<String>,
+    /// The JSON lines logged before the start-up line.
+    early: Vec<serde_json::Value>,
 }
 
 /// Starts the binary with a clean environment plus `env`, JSON logs, and
 /// waits for its start-up line.
 fn start(env: &[(&str, String)]) -> Process {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ecos"));
+    start_command(Command::new(env!("CARGO_BIN_EXE_ecos")), env)
+}
+
+/// Like [`start`], with `ulimit` first applying `limit` (e.g. `-n 1024`) to the binary.
+fn start_with_ulimit(limit: &str, env: &[(&str, String)]) -> Process {
+    let mut command = Command::new("bash");
+    command.args([
+        "-c",
+        &format!("ulimit {limit} && exec \"$0\""),
+        env!("CARGO_BIN_EXE_ecos"),
+    ]);
+    start_command(command, env)
+}
+
+fn start_command(mut command: Command, env: &[(&str, String)]) -> Process {
     command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -51,6 +67,7 @@ fn start(env: &[(&str, String)]) -> Process {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut early = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(line) = lines.recv_timeout(left) else {
@@ -67,8 +84,10 @@ fn start(env: &[(&str, String)]) -> Process {
                 child,
                 started: parsed["fields"].clone(),
                 lines,
+                early,
             };
         }
+        early.push(parsed);
     }
 }
 
@@ -332,4 +351,68 @@ fn text_logs_are_coloured_on_a_terminal_unless_no_color_is_set() {
     // An empty NO_COLOR counts as unset (no-color.org).
     let empty = text_logs_until_started(under_a_terminal(Some("")));
     assert!(empty.contains("\x1b["), "NO_COLOR=\"\": {empty:?}");
+}
+
+#[tokio::test]
+async fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
+    let port = free_port();
+    let ecos = start_with_ulimit("-S -n 512", &[("PORT", port.to_string())]);
+    let line = ecos
+        .early
+        .iter()
+        .find(|l| l["fields"]["message"] == json!("open-file limit (nofile)"))
+        .expect("the limit is logged at start-up");
+    let fields = &line["fields"];
+    assert_eq!(fields["was"], json!(512));
+    assert_eq!(fields["soft"], fields["hard"], "{fields}");
+    assert!(fields["soft"].as_u64().expect("soft") > 512, "{fields}");
+}
+
+#[tokio::test]
+async fn idle_connections_past_the_open_file_limit_leave_health_answering() {
+    const IDLE: usize = 1100;
+    // The test holds the client ends, more than the server may open.
+    ecos::net::raise_nofile_limit().expect("raise the test's own limit");
+    let port = free_port();
+    let ecos = start_with_ulimit(
+        "-n 1024",
+        &[
+            ("PORT", port.to_string()),
+            ("ECOS_LIMITS__HEADER_READ_TIMEOUT_SECS", "3".into()),
+        ],
+    );
+    // 1024 descriptors, 64 kept aside for Redis, the runtime and health checks.
+    assert_eq!(ecos.started["max_connections"], json!(960));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+
+    let started = Instant::now();
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        idle.push(tokio::net::TcpStream::connect(addr).await.expect("connects"));
+    }
+    let opened = started.elapsed();
+
+    // Every idle connection is still open (the header timeout is 3 s), and
+    // the health routes answer at once.
+    for path in ["/healthz", "/readyz"] {
+        let asked = Instant::now();
+        let response = reqwest::Client::new()
+            .get(format!("http://{addr}{path}"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path} with {IDLE} idle connections: {e}"));
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+        assert!(asked.elapsed() < Duration::from_secs(1), "{path} took {:?}", asked.elapsed());
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "opening took {opened:?}");
+
+    // Past the header timeout the idle connections are gone, and a new
+    // Socket.IO session connects.
+    let mut client = eventually("a session after the idle ones are closed", Duration::from_secs(6), async || {
+        SioClient::connect(addr, Transport::WebSocket).await
+    })
+    .await;
+    client.expect_event("welcome").await;
+    drop(idle);
 }
