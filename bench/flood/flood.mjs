@@ -1,0 +1,112 @@
+// The flood of docs/hardening.md: one client fires `message` back to back
+// while BYSTANDERS clients listen, all over WebSocket with the official
+// socket.io-client. Reports what the server accepted and refused, what each
+// bystander received (every accepted broadcast, or a counted disconnect),
+// the bystanders' delivery latency, and how /healthz answered meanwhile.
+//
+//   node bench/flood/flood.mjs            # target/release/ecos, defaults
+//   ECOS_BIN=path BYSTANDERS=499 SECS=5 node bench/flood/flood.mjs
+//
+// Extra ecos settings pass through as FLOOD_ENV="K=V K=V". Needs the npm
+// packages of tests/js (npm ci --prefix tests/js) for socket.io-client.
+import { createRequire } from "node:module";
+import path from "node:path";
+import { REPO_ROOT, startInstance, waitReady, stopInstance } from "../../tests/support/launcher.mjs";
+
+const require = createRequire(path.join(REPO_ROOT, "tests/js/package.json"));
+const { io } = require("socket.io-client");
+
+const BYSTANDERS = Number(process.env.BYSTANDERS || 499);
+const SECS = Number(process.env.SECS || 5);
+const extraEnv = Object.fromEntries(
+  (process.env.FLOOD_ENV || "").split(/\s+/).filter(Boolean).map((kv) => kv.split("=", 2)),
+);
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const connect = (url) =>
+  new Promise((resolve, reject) => {
+    const socket = io(url, { transports: ["websocket"], forceNew: true, reconnection: false });
+    socket.once("connect", () => resolve(socket));
+    socket.once("connect_error", reject);
+  });
+const metric = (text, series) => {
+  const line = text.split("\n").find((l) => l.startsWith(series));
+  return line ? Number(line.split(" ").pop()) : 0;
+};
+const pct = (sorted, p) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] : NaN);
+
+const server = await startInstance("flood", { env: { ECOS_LOG__LEVEL: "warn,ecos::app=info", ...extraEnv } });
+try {
+  await waitReady(server);
+  const bystanders = [];
+  for (let i = 0; i < BYSTANDERS; i++) {
+    const socket = await connect(server.url);
+    const stats = { socket, received: 0, latencies: [], disconnected: null };
+    socket.on("message", (data) => {
+      stats.received += 1;
+      if (stats.latencies.length < 20_000) stats.latencies.push(Date.now() - data.t);
+    });
+    socket.on("disconnect", (reason) => (stats.disconnected = reason));
+    bystanders.push(stats);
+  }
+  const attacker = await connect(server.url);
+  const health = [];
+  let flooding = true;
+  const prober = (async () => {
+    while (flooding) {
+      const asked = performance.now();
+      try {
+        await fetch(`${server.url}/healthz`, { signal: AbortSignal.timeout(5_000) });
+        health.push(performance.now() - asked);
+      } catch {
+        health.push(Infinity);
+      }
+      await sleep(100);
+    }
+  })();
+  let sent = 0;
+  const until = Date.now() + SECS * 1000;
+  while (Date.now() < until && attacker.connected) {
+    for (let i = 0; i < 200; i++) {
+      attacker.emit("message", { t: Date.now(), n: sent++ });
+    }
+    await sleep(1); // let the socket write and the bystanders read
+  }
+  flooding = false;
+  await prober;
+  await sleep(3_000); // let the queues drain
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const accepted = metric(text, 'ecos_broadcasts_total{event="message"');
+  const refused = metric(text, 'ecos_rate_limited_total{event="message"');
+  const dropped = metric(text, 'ecos_messages_dropped_total{event="message"');
+  const complete = bystanders.filter((b) => b.received === accepted).length;
+  const cut = bystanders.filter((b) => b.disconnected !== null).length;
+  const short = bystanders.filter((b) => b.received !== accepted && b.disconnected === null).length;
+  const latencies = bystanders.flatMap((b) => b.latencies).sort((a, b) => a - b);
+  const healthSorted = health.slice().sort((a, b) => a - b);
+  const result = {
+    bystanders: BYSTANDERS,
+    secs: SECS,
+    emitted: sent,
+    accepted,
+    refused,
+    dropped,
+    attacker_disconnected: !attacker.connected,
+    bystanders_complete: complete,
+    bystanders_disconnected: cut,
+    bystanders_short_without_disconnect: short,
+    latency_p50_ms: pct(latencies, 0.5),
+    latency_p99_ms: pct(latencies, 0.99),
+    healthz_max_ms: Math.round(healthSorted.at(-1) * 10) / 10,
+    healthz_p99_ms: Math.round(pct(healthSorted, 0.99) * 10) / 10,
+    disconnections: text
+      .split("\n")
+      .filter((l) => l.startsWith("ecos_disconnections_total"))
+      .map((l) => l.replace(/,?node="[^"]*"/, "")),
+  };
+  console.log(JSON.stringify(result));
+  for (const b of bystanders) b.socket.disconnect();
+  attacker.disconnect();
+} finally {
+  await stopInstance(server);
+}
