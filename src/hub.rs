@@ -88,8 +88,11 @@ pub trait Hub: Send + Sync {
         args: &'a Args,
     ) -> BoxFuture<'a, Result<(), HubError>>;
     /// Makes the selected sockets, cluster-wide, join `room`.
-    fn join<'a>(&'a self, selector: &'a Selector, room: &'a str)
-    -> BoxFuture<'a, Result<(), HubError>>;
+    fn join<'a>(
+        &'a self,
+        selector: &'a Selector,
+        room: &'a str,
+    ) -> BoxFuture<'a, Result<(), HubError>>;
     /// Makes the selected sockets, cluster-wide, leave `room`.
     fn leave<'a>(
         &'a self,
@@ -207,7 +210,12 @@ impl<A: Adapter> Hub for SocketIoHub<A> {
     }
 
     fn disconnect<'a>(&'a self, selector: &'a Selector) -> BoxFuture<'a, Result<(), HubError>> {
-        Box::pin(async move { self.select(selector).disconnect().await.map_err(adapter_error) })
+        Box::pin(async move {
+            self.select(selector)
+                .disconnect()
+                .await
+                .map_err(adapter_error)
+        })
     }
 
     fn rooms(&self) -> BoxFuture<'_, Result<Listing, HubError>> {

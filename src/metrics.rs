@@ -236,7 +236,9 @@ impl Metrics {
 
     /// Counts one broadcast sent by this instance.
     pub fn broadcast_sent(&self, event: ClientEvent) {
-        self.broadcasts_total.with_label_values(&[event.name()]).inc();
+        self.broadcasts_total
+            .with_label_values(&[event.name()])
+            .inc();
     }
 
     /// Counts one broadcast that could not be sent at all.

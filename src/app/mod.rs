@@ -14,7 +14,9 @@ pub mod setup;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::Router;
-use socketioxide::{ParserConfig, SocketIo, SocketIoBuilder, adapter::Adapter, layer::SocketIoLayer};
+use socketioxide::{
+    ParserConfig, SocketIo, SocketIoBuilder, adapter::Adapter, layer::SocketIoLayer,
+};
 use tokio::net::TcpListener;
 
 use crate::{

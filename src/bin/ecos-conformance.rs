@@ -20,10 +20,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use ecos::{
-    Application, Settings,
+    Application, Settings, app,
     config::Sources,
     conformance::{self, Conformance},
-    app, telemetry,
+    telemetry,
 };
 
 const HELP: &str = "\

@@ -68,7 +68,6 @@ pub(crate) struct Inner {
     pub(super) metrics: RedisMetrics,
 }
 
-
 /// A [`Driver`] for socketioxide-redis that reconnects and resubscribes by itself.
 #[derive(Clone)]
 pub struct ResilientDriver {
@@ -238,4 +237,3 @@ impl Driver for ResilientDriver {
         }
     }
 }
-

@@ -81,4 +81,3 @@ impl RedisMetrics {
         Ok(m)
     }
 }
-

@@ -175,7 +175,6 @@ fn connection_url(url: &str, tls_insecure: bool) -> String {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

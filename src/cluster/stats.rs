@@ -91,4 +91,3 @@ pub(super) async fn stats_round(inner: &Inner, key: &str, node: &str, count: Opt
         Err(_) => tracing::debug!("cluster stats round timed out"),
     }
 }
-

@@ -83,7 +83,8 @@ pub const KEYS: &[Key] = &[
         platform_var: None,
         doc: r#"Threads that run the connections. `0` means one per CPU the process may use. Containers often see more CPUs than their share. A Heroku standard dyno, for example, has no dedicated core, and Heroku's guidance is a load average of at most 1.0 there, so `1` matches it. See [docs/performance.md](docs/performance.md#worker-threads)."#,
         apply: |s, v| {
-            s.runtime.worker_threads = v.bounded(0..=1024, "a whole number from 0 (one per CPU) to 1024")?;
+            s.runtime.worker_threads =
+                v.bounded(0..=1024, "a whole number from 0 (one per CPU) to 1024")?;
             Ok(())
         },
         show: |s| Shown::num(s.runtime.worker_threads),
@@ -98,7 +99,13 @@ pub const KEYS: &[Key] = &[
             s.instance_id = parse::instance_id(v)?;
             Ok(())
         },
-        show: |s| if s.instance_id_generated { Shown::Generated(s.instance_id.clone()) } else { Shown::text(&s.instance_id) },
+        show: |s| {
+            if s.instance_id_generated {
+                Shown::Generated(s.instance_id.clone())
+            } else {
+                Shown::text(&s.instance_id)
+            }
+        },
     },
     Key {
         name: "log.format",
@@ -107,7 +114,10 @@ pub const KEYS: &[Key] = &[
         platform_var: None,
         doc: r#"`text` (human-readable; coloured only when stdout is a terminal and `NO_COLOR` is unset or empty, so a platform's log drain, which reads a pipe, gets plain text) or `json` (one object per line)"#,
         apply: |s, v| {
-            s.log.format = v.choice(&[("text", LogFormat::Text), ("json", LogFormat::Json)], "`text` or `json`")?;
+            s.log.format = v.choice(
+                &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+                "`text` or `json`",
+            )?;
             Ok(())
         },
         show: |s| Shown::text(s.log.format),
@@ -191,7 +201,13 @@ pub const KEYS: &[Key] = &[
         platform_var: None,
         doc: r#"`default` (JSON with binary attachments) or `msgpack` (for clients using `socket.io-msgpack-parser`). Clients must use the same parser as the server."#,
         apply: |s, v| {
-            s.socketio.parser = v.choice(&[("default", SocketIoParser::Default), ("msgpack", SocketIoParser::Msgpack)], "`default` or `msgpack`")?;
+            s.socketio.parser = v.choice(
+                &[
+                    ("default", SocketIoParser::Default),
+                    ("msgpack", SocketIoParser::Msgpack),
+                ],
+                "`default` or `msgpack`",
+            )?;
             Ok(())
         },
         show: |s| Shown::text(s.socketio.parser),
@@ -275,7 +291,10 @@ pub const KEYS: &[Key] = &[
         platform_var: None,
         doc: r#"Client events one socket may send per second, on average (a token bucket). An event over the limit is not handled; if it asked for an ack, the ack is `{ ok: false, error: "rate limited" }`. A client that stays over the limit for 5 s is disconnected (`reason="rate_limited"`). `rooms` and `room:members` cost 10 events each. `0` turns the limit off (the benchmarks do). See [docs/hardening.md](docs/hardening.md)."#,
         apply: |s, v| {
-            s.limits.events_per_second = v.bounded(0.0..=1.0e6, "a number of events per second from 0 (off) to 1000000")?;
+            s.limits.events_per_second = v.bounded(
+                0.0..=1.0e6,
+                "a number of events per second from 0 (off) to 1000000",
+            )?;
             Ok(())
         },
         show: |s| Shown::num(s.limits.events_per_second),
@@ -287,7 +306,8 @@ pub const KEYS: &[Key] = &[
         platform_var: None,
         doc: r#"Events one socket may send at once before `limits.events_per_second` applies. At least 10, the cost of one listing."#,
         apply: |s, v| {
-            s.limits.events_burst = v.bounded(10.0..=1.0e6, "a number of events from 10 to 1000000")?;
+            s.limits.events_burst =
+                v.bounded(10.0..=1.0e6, "a number of events from 10 to 1000000")?;
             Ok(())
         },
         show: |s| Shown::num(s.limits.events_burst),
@@ -348,7 +368,8 @@ pub const KEYS: &[Key] = &[
         platform_var: None,
         doc: r#"Largest request head (request line and headers). A larger one gets `431` and the connection is closed. From 1024 to 262144; Node's default is 16384."#,
         apply: |s, v| {
-            s.limits.max_header_bytes = v.bounded(1024..=262_144, "a whole number from 1024 to 262144")?;
+            s.limits.max_header_bytes =
+                v.bounded(1024..=262_144, "a whole number from 1024 to 262144")?;
             Ok(())
         },
         show: |s| Shown::num(s.limits.max_header_bytes),
@@ -507,7 +528,10 @@ pub fn markdown_table() -> String {
             Some(shown) => shown.to_owned(),
             None => format!("`{}`", key.default),
         };
-        out.push_str(&format!("| `{}` | {env} | {default} | {} |\n", key.name, key.doc));
+        out.push_str(&format!(
+            "| `{}` | {env} | {default} | {} |\n",
+            key.name, key.doc
+        ));
     }
     out
 }

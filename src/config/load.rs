@@ -122,12 +122,13 @@ fn check_environment(env: &HashMap<String, String>) -> Result<(), ConfigError> {
 
 /// Every key of the file must be a setting; returns the dotted keys it found.
 fn check_file(path: &std::path::Path, file: &Config) -> Result<(), ConfigError> {
-    let table: Map<String, Value> = file.clone().try_deserialize().map_err(|e| {
-        ConfigError::File {
-            path: path.to_owned(),
-            message: e.to_string(),
-        }
-    })?;
+    let table: Map<String, Value> =
+        file.clone()
+            .try_deserialize()
+            .map_err(|e| ConfigError::File {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
     let mut found = Vec::new();
     flatten_keys("", &table, &mut found);
     found.sort();

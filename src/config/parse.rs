@@ -136,10 +136,7 @@ pub fn instance_id(v: &Raw<'_>) -> Result<String, ConfigError> {
     if valid {
         Ok(chosen)
     } else {
-        Err(v.invalid_value(
-            &chosen,
-            "at most 64 characters from A-Z a-z 0-9 . - _ :",
-        ))
+        Err(v.invalid_value(&chosen, "at most 64 characters from A-Z a-z 0-9 . - _ :"))
     }
 }
 

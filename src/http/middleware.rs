@@ -80,7 +80,11 @@ pub async fn compact_engine_request_head(
 
 /// Counts and times every request by route template and logs it with the
 /// router's `X-Request-ID`, so a line here can be matched to the router's log.
-pub async fn observe(State(state): State<Arc<HttpState>>, request: Request, next: Next) -> Response {
+pub async fn observe(
+    State(state): State<Arc<HttpState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let route = route_label(&request, state.engine_path);

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use axum::{Router, body::Bytes, middleware::from_fn_with_state, routing::get};
 
-use crate::{config::Settings, hub::Hub, metrics::Metrics, app::Lifecycle};
+use crate::{app::Lifecycle, config::Settings, hub::Hub, metrics::Metrics};
 
 pub use page::render_page;
 

@@ -169,7 +169,11 @@ mod tests {
         let fresh = cycle.deadline().expect("a fresh connection has a deadline");
         cycle.bytes_read(1);
         assert_eq!(cycle.phase(), Phase::Head);
-        assert_eq!(cycle.deadline(), Some(fresh), "the head counts from the accept");
+        assert_eq!(
+            cycle.deadline(),
+            Some(fresh),
+            "the head counts from the accept"
+        );
         cycle.request_started();
         assert_eq!((cycle.phase(), cycle.deadline()), (Phase::Busy, None));
         cycle.bytes_read(10);

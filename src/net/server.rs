@@ -114,11 +114,13 @@ impl ConnLimits {
     /// limit of `nofile` (keeping [`FD_RESERVE`] descriptors aside).
     pub fn new(limits: &Limits, nofile: Option<u64>) -> Self {
         // `u64::MAX`: unlimited.
-        let by_fds = nofile.filter(|&soft| soft != u64::MAX).map_or(usize::MAX, |soft| {
-            // A tiny limit still leaves half of it to connections.
-            let usable = soft.saturating_sub(FD_RESERVE).max(soft / 2).max(1);
-            usize::try_from(usable).unwrap_or(usize::MAX)
-        });
+        let by_fds = nofile
+            .filter(|&soft| soft != u64::MAX)
+            .map_or(usize::MAX, |soft| {
+                // A tiny limit still leaves half of it to connections.
+                let usable = soft.saturating_sub(FD_RESERVE).max(soft / 2).max(1);
+                usize::try_from(usable).unwrap_or(usize::MAX)
+            });
         Self {
             header_read_timeout: limits.header_read_timeout,
             keep_alive_idle: limits.keep_alive_idle,
@@ -312,7 +314,15 @@ async fn serve_connection(
         let conn = builder(&limits)
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
-        drive(conn, |c| c.graceful_shutdown(), &cycle, &state, draining, &shared).await;
+        drive(
+            conn,
+            |c| c.graceful_shutdown(),
+            &cycle,
+            &state,
+            draining,
+            &shared,
+        )
+        .await;
     } else {
         serve_over_cap(&shared, stream, addr, slot, draining).await;
     }
@@ -592,7 +602,9 @@ mod tests {
         assert_eq!(errors.note(&emfile, &metrics), Some(ACCEPT_BACKOFF));
         let aborted = io::Error::from(io::ErrorKind::ConnectionAborted);
         assert_eq!(errors.note(&aborted, &metrics), None, "the client's doing");
-        let fd_limit = metrics.tcp_accept_errors_total.with_label_values(&["fd_limit"]);
+        let fd_limit = metrics
+            .tcp_accept_errors_total
+            .with_label_values(&["fd_limit"]);
         assert_eq!(fd_limit.get(), 2);
         assert_eq!(errors.unlogged, 1, "logged once");
     }

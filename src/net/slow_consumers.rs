@@ -201,4 +201,3 @@ impl Drop for Sweeper {
         self.0.abort();
     }
 }
-

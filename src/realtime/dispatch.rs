@@ -13,8 +13,9 @@ use socketioxide::{
 };
 
 use super::{
-    Realtime, ask,
+    Realtime,
     args::Args,
+    ask,
     events::ClientEvent,
     limits::{Admission, SocketState},
     messages,

@@ -417,7 +417,9 @@ fn the_readme_configuration_table_is_the_key_table() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
     let readme = std::fs::read_to_string(path).expect("README.md");
     let header = "| key | env | default | meaning |";
-    let start = readme.find(header).expect("the README has a configuration table");
+    let start = readme
+        .find(header)
+        .expect("the README has a configuration table");
     let end = readme[start..]
         .find("\n\n")
         .map_or(readme.len(), |n| start + n + 1);
@@ -445,7 +447,9 @@ fn an_unknown_ecos_variable_stops_loading_and_names_the_closest_key() {
         "unknown setting ECOS_SOCKETIO__PING_INTERVAL (in the environment); \
          did you mean `socketio.ping_interval_secs`?"
     );
-    let message = load(&[("ECOS_PROT", "1")]).expect_err("refused").to_string();
+    let message = load(&[("ECOS_PROT", "1")])
+        .expect_err("refused")
+        .to_string();
     assert!(message.contains("ECOS_PROT"), "{message}");
     assert!(message.contains("did you mean `port`?"), "{message}");
     // Nothing close: the name alone.
@@ -475,7 +479,10 @@ fn an_unknown_key_in_the_file_stops_loading_and_names_the_file_and_the_closest_k
     })
     .expect_err("a misspelled key is refused")
     .to_string();
-    assert!(message.starts_with("unknown setting `prot` (in "), "{message}");
+    assert!(
+        message.starts_with("unknown setting `prot` (in "),
+        "{message}"
+    );
     assert!(message.contains(&file.0.display().to_string()), "{message}");
     assert!(message.ends_with("did you mean `port`?"), "{message}");
 
@@ -518,5 +525,9 @@ fn print_config_leaves_a_generated_instance_id_out() {
     );
     assert!(!shown.contains("\ninstance_id ="), "{shown}");
     let pinned = load(&[("ECOS_INSTANCE_ID", "web-7")]).expect("ok");
-    assert!(pinned.to_display_string().contains("instance_id = \"web-7\""));
+    assert!(
+        pinned
+            .to_display_string()
+            .contains("instance_id = \"web-7\"")
+    );
 }

@@ -20,7 +20,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_millis(500);
 const KEEP_ALIVE: Duration = Duration::from_secs(3);
 
 const HEADER_TIMEOUTS: &str = r#"ecos_tcp_connections_closed_total{reason="header_timeout""#;
-const KEEP_ALIVE_TIMEOUTS: &str = r#"ecos_tcp_connections_closed_total{reason="keep_alive_timeout""#;
+const KEEP_ALIVE_TIMEOUTS: &str =
+    r#"ecos_tcp_connections_closed_total{reason="keep_alive_timeout""#;
 const TOO_LARGE: &str = r#"ecos_tcp_connections_closed_total{reason="header_too_large""#;
 const REFUSED: &str = r#"ecos_tcp_connections_refused_total{reason="max_connections""#;
 
@@ -57,7 +58,11 @@ async fn read_response(stream: &mut TcpStream) -> (u16, String) {
             .await
             .expect("a response within 5 s")
             .expect("read");
-        assert!(n > 0, "closed before a whole response: {:?}", String::from_utf8_lossy(&got));
+        assert!(
+            n > 0,
+            "closed before a whole response: {:?}",
+            String::from_utf8_lossy(&got)
+        );
         got.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&got).into_owned();
         let Some(end) = text.find("\r\n\r\n") else {
@@ -89,8 +94,14 @@ async fn a_connection_that_sends_nothing_is_closed_at_the_header_timeout() {
         .expect("closed within 5 s");
     let took = started.elapsed();
     assert_eq!(said, "", "closed without a word");
-    assert!(took >= HEADER_TIMEOUT - Duration::from_millis(50), "closed after {took:?}");
-    assert!(took < HEADER_TIMEOUT + Duration::from_secs(1), "closed after {took:?}");
+    assert!(
+        took >= HEADER_TIMEOUT - Duration::from_millis(50),
+        "closed after {took:?}"
+    );
+    assert!(
+        took < HEADER_TIMEOUT + Duration::from_secs(1),
+        "closed after {took:?}"
+    );
     app.wait_metric(HEADER_TIMEOUTS, 1.0).await;
 }
 
@@ -116,7 +127,10 @@ async fn a_trickled_head_gets_408_at_the_header_timeout() {
     assert!(closed.is_ok(), "still open after 5 s");
     let said = String::from_utf8_lossy(&got);
     assert!(said.starts_with("HTTP/1.1 408 "), "{said:?}");
-    assert!(took < HEADER_TIMEOUT + Duration::from_secs(1), "closed after {took:?}");
+    assert!(
+        took < HEADER_TIMEOUT + Duration::from_secs(1),
+        "closed after {took:?}"
+    );
     trickle.abort();
     app.wait_metric(HEADER_TIMEOUTS, 1.0).await;
 }
@@ -125,12 +139,18 @@ async fn a_trickled_head_gets_408_at_the_header_timeout() {
 async fn an_idle_keep_alive_connection_outlives_the_header_timeout() {
     let app = spawn_short_timeouts().await;
     let mut stream = TcpStream::connect(app.addr).await.expect("connects");
-    stream.write_all(get("/healthz").as_bytes()).await.expect("write");
+    stream
+        .write_all(get("/healthz").as_bytes())
+        .await
+        .expect("write");
     assert_eq!(read_response(&mut stream).await.0, 200);
 
     // Three header timeouts of idleness: still the same, usable connection.
     tokio::time::sleep(3 * HEADER_TIMEOUT).await;
-    stream.write_all(get("/readyz").as_bytes()).await.expect("write");
+    stream
+        .write_all(get("/readyz").as_bytes())
+        .await
+        .expect("write");
     assert_eq!(read_response(&mut stream).await.0, 200);
 
     // Then idle for good: closed at the keep-alive time, not before.
@@ -140,7 +160,10 @@ async fn an_idle_keep_alive_connection_outlives_the_header_timeout() {
         .expect("closed after the keep-alive idle time");
     let idle = idle_since.elapsed();
     assert_eq!(said, "");
-    assert!(idle >= KEEP_ALIVE - Duration::from_millis(100), "closed after {idle:?}");
+    assert!(
+        idle >= KEEP_ALIVE - Duration::from_millis(100),
+        "closed after {idle:?}"
+    );
     app.wait_metric(KEEP_ALIVE_TIMEOUTS, 1.0).await;
     assert_eq!(app.metric(HEADER_TIMEOUTS).await, 0.0);
 }
@@ -156,11 +179,17 @@ async fn a_head_over_16_kib_gets_431_and_one_under_passes() {
     };
 
     let mut stream = TcpStream::connect(app.addr).await.expect("connects");
-    stream.write_all(with_header(15 * 1024).as_bytes()).await.expect("write");
+    stream
+        .write_all(with_header(15 * 1024).as_bytes())
+        .await
+        .expect("write");
     assert_eq!(read_response(&mut stream).await.0, 200);
 
     let mut stream = TcpStream::connect(app.addr).await.expect("connects");
-    stream.write_all(with_header(17 * 1024).as_bytes()).await.expect("write");
+    stream
+        .write_all(with_header(17 * 1024).as_bytes())
+        .await
+        .expect("write");
     let said = read_to_close(&mut stream, Duration::from_secs(5))
         .await
         .expect("closed");
@@ -172,9 +201,14 @@ async fn a_head_over_16_kib_gets_431_and_one_under_passes() {
 async fn the_header_limit_is_a_setting() {
     let app = spawn_app_with(|s| s.limits.max_header_bytes = 4096).await;
     let mut stream = TcpStream::connect(app.addr).await.expect("connects");
-    let head = format!("GET /healthz HTTP/1.1\r\nx-padding: {}\r\n\r\n", "a".repeat(5000));
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nx-padding: {}\r\n\r\n",
+        "a".repeat(5000)
+    );
     stream.write_all(head.as_bytes()).await.expect("write");
-    let said = read_to_close(&mut stream, Duration::from_secs(5)).await.expect("closed");
+    let said = read_to_close(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("closed");
     assert!(said.starts_with("HTTP/1.1 431 "), "{said:?}");
 }
 
@@ -198,7 +232,10 @@ async fn over_the_cap_connections_get_503_but_health_checks_answer() {
         .await
         .expect("closed after the answer");
     assert!(said.starts_with("HTTP/1.1 503 "), "{said:?}");
-    assert!(said.to_ascii_lowercase().contains("connection: close"), "{said:?}");
+    assert!(
+        said.to_ascii_lowercase().contains("connection: close"),
+        "{said:?}"
+    );
 
     for path in ["/healthz", "/readyz"] {
         let mut probe = TcpStream::connect(app.addr).await.expect("connects");
@@ -211,9 +248,11 @@ async fn over_the_cap_connections_get_503_but_health_checks_answer() {
 
     // A place freed is a place for a Socket.IO client again.
     drop(held);
-    let mut client = eventually("a client to connect under the cap", Duration::from_secs(5), async || {
-        SioClient::connect(app.addr, Transport::WebSocket).await
-    })
+    let mut client = eventually(
+        "a client to connect under the cap",
+        Duration::from_secs(5),
+        async || SioClient::connect(app.addr, Transport::WebSocket).await,
+    )
     .await;
     client.expect_event("welcome").await;
     // The extra connection is the only refusal: health checks are not counted.
@@ -232,11 +271,20 @@ async fn idle_connections_over_the_cap_cannot_keep_a_health_check_out() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     let mut probe = TcpStream::connect(app.addr).await.expect("connects");
-    probe.write_all(get("/healthz").as_bytes()).await.expect("write");
-    let said = read_to_close(&mut probe, Duration::from_secs(5)).await.expect("answered");
+    probe
+        .write_all(get("/healthz").as_bytes())
+        .await
+        .expect("write");
+    let said = read_to_close(&mut probe, Duration::from_secs(5))
+        .await
+        .expect("answered");
     assert!(said.starts_with("HTTP/1.1 200 "), "{said:?}");
     // Well before the over-cap connections' own 2 s head deadline.
-    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

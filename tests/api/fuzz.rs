@@ -21,7 +21,9 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         // Floats serde_json itself writes and reads back exactly.
         any::<f64>()
             .prop_filter("finite and exact in JSON", |f| f.is_finite()
-                && serde_json::from_str::<f64>(&serde_json::to_string(f).unwrap()).ok() == Some(*f))
+                && serde_json::from_str::<f64>(&serde_json::to_string(f).unwrap())
+                    .ok()
+                    == Some(*f))
             .prop_map(serde_json::Value::from),
         ".{0,40}".prop_map(serde_json::Value::from),
     ];
@@ -78,9 +80,26 @@ impl XorShift {
 /// One hostile frame: a packet of every type with random or broken payloads.
 fn hostile_frame(rng: &mut XorShift) -> String {
     const PIECES: &[&str] = &[
-        "[", "]", "{", "}", "\"", ",", ":", "null", "\"message\"", "\"join\"", "\"room:ask\"",
-        "\"rooms\"", "{\"_placeholder\":true,\"num\":0}", "-1", "1e999", "\\u0000", "/", "#",
-        "\u{1F600}", "9999999999999999999999",
+        "[",
+        "]",
+        "{",
+        "}",
+        "\"",
+        ",",
+        ":",
+        "null",
+        "\"message\"",
+        "\"join\"",
+        "\"room:ask\"",
+        "\"rooms\"",
+        "{\"_placeholder\":true,\"num\":0}",
+        "-1",
+        "1e999",
+        "\\u0000",
+        "/",
+        "#",
+        "\u{1F600}",
+        "9999999999999999999999",
     ];
     let mut frame = String::new();
     // Engine.IO type, then Socket.IO type, ack id and payload pieces.
@@ -105,7 +124,9 @@ async fn random_frames_never_take_the_server_down() {
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     let mut sent = 0;
     while sent < 2_000 {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("ws");
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .expect("ws");
         let _open = ws.next().await;
         let _ = ws.send(Message::text("40")).await;
         for _ in 0..50 {
@@ -116,7 +137,9 @@ async fn random_frames_never_take_the_server_down() {
             }
         }
         // Deep nesting and a binary frame nobody announced, too.
-        let _ = ws.send(Message::text(format!("42{}", "[".repeat(100_000)))).await;
+        let _ = ws
+            .send(Message::text(format!("42{}", "[".repeat(100_000))))
+            .await;
         let _ = ws.send(Message::binary(vec![0xff; 1024])).await;
         let _ = ws.close(None).await;
     }

@@ -105,7 +105,9 @@ async fn events_over_the_rate_limit_get_an_error_ack_and_are_counted() {
         bystander.disconnect().await.expect("disconnects");
     }
     assert!(
-        app.metric(r#"ecos_rate_limited_total{event="message""#).await > 0.0,
+        app.metric(r#"ecos_rate_limited_total{event="message""#)
+            .await
+            > 0.0,
         "refusals are counted by event"
     );
 }
@@ -161,16 +163,31 @@ async fn a_socket_may_join_only_so_many_rooms() {
     let app = spawn_app_with(|s| s.limits.max_rooms_per_socket = 3).await;
     let mut client = app.client(Transport::WebSocket).await;
     for room in ["a", "b", "c"] {
-        let ack = client.emit_with_ack("join", vec![json!(room)]).await.unwrap();
+        let ack = client
+            .emit_with_ack("join", vec![json!(room)])
+            .await
+            .unwrap();
         assert_eq!(ack[0], json!({ "ok": true, "room": room }));
     }
-    let ack = client.emit_with_ack("join", vec![json!("d")]).await.unwrap();
+    let ack = client
+        .emit_with_ack("join", vec![json!("d")])
+        .await
+        .unwrap();
     assert_eq!(ack[0], json!({ "ok": false, "error": "too many rooms" }));
     // Joining a room it is already in is no new room.
-    let ack = client.emit_with_ack("join", vec![json!("b")]).await.unwrap();
+    let ack = client
+        .emit_with_ack("join", vec![json!("b")])
+        .await
+        .unwrap();
     assert_eq!(ack[0]["ok"], true);
-    client.emit_with_ack("leave", vec![json!("a")]).await.unwrap();
-    let ack = client.emit_with_ack("join", vec![json!("d")]).await.unwrap();
+    client
+        .emit_with_ack("leave", vec![json!("a")])
+        .await
+        .unwrap();
+    let ack = client
+        .emit_with_ack("join", vec![json!("d")])
+        .await
+        .unwrap();
     assert_eq!(ack[0], json!({ "ok": true, "room": "d" }));
     let ack = client.emit_with_ack("rooms", vec![]).await.unwrap();
     assert_eq!(ack[0]["rooms"], json!(["b", "c", "d"]));
@@ -182,14 +199,19 @@ async fn only_a_few_asks_may_wait_at_once_and_missed_counts_the_silent() {
     let asker = app.client(Transport::WebSocket).await;
     // A member that never answers keeps every ask waiting for the timeout.
     let mut silent = app.client(Transport::WebSocket).await;
-    silent.emit_with_ack("join", vec![json!("q")]).await.unwrap();
+    silent
+        .emit_with_ack("join", vec![json!("q")])
+        .await
+        .unwrap();
     let four = futures_util::future::join_all(
         (0..4).map(|n| asker.request("room:ask", vec![json!("q"), json!(n)])),
     );
     let fifth = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let started = tokio::time::Instant::now();
-        let ack = asker.request("room:ask", vec![json!("q"), json!("fifth")]).await;
+        let ack = asker
+            .request("room:ask", vec![json!("q"), json!("fifth")])
+            .await;
         (ack, started.elapsed())
     };
     let (four, (fifth, waited)) = tokio::join!(four, fifth);
@@ -197,7 +219,10 @@ async fn only_a_few_asks_may_wait_at_once_and_missed_counts_the_silent() {
         fifth.expect("answered")[0],
         json!({ "ok": false, "error": "too many asks in flight; wait for an answer" })
     );
-    assert!(waited < Duration::from_millis(500), "refused at once: {waited:?}");
+    assert!(
+        waited < Duration::from_millis(500),
+        "refused at once: {waited:?}"
+    );
     for ack in four {
         assert_eq!(
             ack.expect("each ask is answered")[0],

@@ -345,7 +345,10 @@ fn text_logs_carry_no_colour_codes_through_a_pipe() {
 #[test]
 fn text_logs_are_coloured_on_a_terminal_unless_no_color_is_set() {
     let coloured = text_logs_until_started(under_a_terminal(None));
-    assert!(coloured.contains("\x1b["), "a terminal gets colour: {coloured:?}");
+    assert!(
+        coloured.contains("\x1b["),
+        "a terminal gets colour: {coloured:?}"
+    );
     let plain = text_logs_until_started(under_a_terminal(Some("1")));
     assert!(!plain.contains("\x1b["), "NO_COLOR=1: {plain:?}");
     // An empty NO_COLOR counts as unset (no-color.org).
@@ -388,7 +391,11 @@ async fn idle_connections_past_the_open_file_limit_leave_health_answering() {
     let started = Instant::now();
     let mut idle = Vec::with_capacity(IDLE);
     for _ in 0..IDLE {
-        idle.push(tokio::net::TcpStream::connect(addr).await.expect("connects"));
+        idle.push(
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("connects"),
+        );
     }
     let opened = started.elapsed();
 
@@ -403,15 +410,24 @@ async fn idle_connections_past_the_open_file_limit_leave_health_answering() {
             .await
             .unwrap_or_else(|e| panic!("{path} with {IDLE} idle connections: {e}"));
         assert_eq!(response.status().as_u16(), 200, "{path}");
-        assert!(asked.elapsed() < Duration::from_secs(1), "{path} took {:?}", asked.elapsed());
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "{path} took {:?}",
+            asked.elapsed()
+        );
     }
-    assert!(started.elapsed() < Duration::from_secs(3), "opening took {opened:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "opening took {opened:?}"
+    );
 
     // Past the header timeout the idle connections are gone, and a new
     // Socket.IO session connects.
-    let mut client = eventually("a session after the idle ones are closed", Duration::from_secs(6), async || {
-        SioClient::connect(addr, Transport::WebSocket).await
-    })
+    let mut client = eventually(
+        "a session after the idle ones are closed",
+        Duration::from_secs(6),
+        async || SioClient::connect(addr, Transport::WebSocket).await,
+    )
     .await;
     client.expect_event("welcome").await;
     drop(idle);
