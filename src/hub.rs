@@ -188,12 +188,8 @@ impl<A: Adapter> Hub for SocketIoHub<A> {
         selector: &'a Selector,
         room: &'a str,
     ) -> BoxFuture<'a, Result<(), HubError>> {
-        Box::pin(async move {
-            self.select(selector)
-                .join(room.to_owned())
-                .await
-                .map_err(adapter_error)
-        })
+        let ops = self.select(selector);
+        Box::pin(async move { ops.join(room.to_owned()).await.map_err(adapter_error) })
     }
 
     fn leave<'a>(
@@ -201,12 +197,8 @@ impl<A: Adapter> Hub for SocketIoHub<A> {
         selector: &'a Selector,
         room: &'a str,
     ) -> BoxFuture<'a, Result<(), HubError>> {
-        Box::pin(async move {
-            self.select(selector)
-                .leave(room.to_owned())
-                .await
-                .map_err(adapter_error)
-        })
+        let ops = self.select(selector);
+        Box::pin(async move { ops.leave(room.to_owned()).await.map_err(adapter_error) })
     }
 
     fn disconnect<'a>(&'a self, selector: &'a Selector) -> BoxFuture<'a, Result<(), HubError>> {

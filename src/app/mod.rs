@@ -213,6 +213,12 @@ impl Application {
         self.local_addr().port()
     }
 
+    /// The handle on the Socket.IO server, for code outside the handlers
+    /// (a server API, tests) that acts on sockets whatever the adapter.
+    pub fn hub(&self) -> Arc<dyn Hub> {
+        self.hub.clone()
+    }
+
     /// Serves until `shutdown` resolves, then drains: `/readyz` turns 503, new
     /// sessions are refused, every session is closed so clients reconnect
     /// elsewhere, in-flight requests finish, all within the drain timeout.

@@ -10,6 +10,7 @@ mod contract;
 mod fuzz;
 mod hardening;
 mod helpers;
+mod hub;
 mod platform;
 mod process;
 mod protocol;
