@@ -137,6 +137,7 @@ impl Application {
                 burst: settings.limits.events_burst,
             },
             max_rooms_per_socket: settings.limits.max_rooms_per_socket,
+            rooms_cache: Arc::default(),
         };
         let client_script = read_client_script(&settings).await?;
         let builder = socketio_builder(&settings).with_state(realtime);

@@ -81,7 +81,7 @@ pub async fn dispatch<A: Adapter>(
         ClientEvent::RoomMessage => messages::room_message(socket, args, ack, &rt).await,
         ClientEvent::Join => rooms::join(socket, args, ack, &rt),
         ClientEvent::Leave => rooms::leave(socket, args, ack),
-        ClientEvent::Rooms => rooms::rooms(socket, ack).await,
+        ClientEvent::Rooms => rooms::rooms(socket, ack, &rt).await,
         ClientEvent::RoomMembers => rooms::members(socket, args, ack).await,
         ClientEvent::RoomAsk => ask::room_ask(socket, args, ack, &rt).await,
         ClientEvent::Latency => ask::latency(socket, ack, &rt).await,

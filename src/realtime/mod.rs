@@ -59,6 +59,8 @@ pub struct Realtime {
     pub rate_limit: RateLimit,
     /// Rooms one socket may join.
     pub max_rooms_per_socket: usize,
+    /// The last large `rooms` listing, shared by every socket of the instance.
+    pub rooms_cache: Arc<rooms::RoomsCache>,
 }
 
 /// Registers the contract on namespace `/` of `io`.

@@ -1,5 +1,10 @@
 //! Rooms: `join`, `leave`, `rooms` and `room:members`, and the room-name rule.
 
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
+
 use rmpv::Value;
 use serde_json::json;
 use socketioxide::{
@@ -68,12 +73,46 @@ fn change_membership<A: Adapter>(
     }
 }
 
+/// How long a large room listing is reused.
+pub const LARGE_LISTING_TTL: Duration = Duration::from_secs(1);
+
+/// The last `rooms` listing of this instance, reused for a moment when it is
+/// large: walking 100,000 rooms costs tens of milliseconds of CPU, and the
+/// rate limit alone would let every socket make ten such walks a second.
+/// Listings of at most [`hub::MAX_LISTED_ROOMS`] rooms are always fresh.
+#[derive(Debug, Default)]
+pub struct RoomsCache(tokio::sync::Mutex<Option<(Instant, hub::Listing)>>);
+
+impl RoomsCache {
+    /// The cached listing if it is large and recent, else a fresh one from `list`.
+    /// Callers queue behind one walk instead of each walking at once.
+    async fn get_or_list(
+        &self,
+        list: impl Future<Output = Result<hub::Listing, hub::HubError>>,
+    ) -> Result<hub::Listing, hub::HubError> {
+        let mut cached = self.0.lock().await;
+        if let Some((at, listing)) = cached.as_ref()
+            && listing.count > hub::MAX_LISTED_ROOMS
+            && at.elapsed() < LARGE_LISTING_TTL
+        {
+            return Ok(listing.clone());
+        }
+        let listing = list.await?;
+        *cached = Some((Instant::now(), listing.clone()));
+        Ok(listing)
+    }
+}
+
 /// `rooms` (ack): every room of the namespace on every instance.
-pub async fn rooms<A: Adapter>(socket: SocketRef<A>, ack: AckSender<A>) {
+pub async fn rooms<A: Adapter>(socket: SocketRef<A>, ack: AckSender<A>, rt: &Realtime) {
     // From a socket, the adapter lists rooms relative to it: `broadcast()`
     // covers every other socket on every instance; the caller's own rooms are local.
-    let own = socket.rooms().into_iter().map(|r| r.into_owned());
-    match hub::list_rooms(socket.broadcast(), own).await {
+    let own: Vec<String> = socket.rooms().into_iter().map(|r| r.into_owned()).collect();
+    let listing = rt
+        .rooms_cache
+        .get_or_list(hub::list_rooms(socket.broadcast(), own))
+        .await;
+    match listing {
         Ok(listing) => reply(
             ack,
             &socket,

@@ -284,3 +284,31 @@ async fn an_ack_that_finds_the_queue_full_closes_the_socket_with_a_reason() {
     app.wait_metric(r#"ecos_disconnections_total{reason="queue_full""#, 1.0)
         .await;
 }
+
+#[tokio::test]
+async fn a_large_room_listing_is_exact_and_reused_for_a_moment() {
+    let app = spawn_app().await;
+    let mut members = Vec::new();
+    for c in 0..11 {
+        let mut client = app.client(Transport::WebSocket).await;
+        for r in 0..100 {
+            let ack = client
+                .emit_with_ack("join", vec![json!(format!("c{c}-r{r}"))])
+                .await
+                .unwrap();
+            assert_eq!(ack[0]["ok"], true);
+        }
+        members.push(client);
+    }
+    let mut caller = app.client(Transport::WebSocket).await;
+    let ack = caller.emit_with_ack("rooms", vec![]).await.unwrap();
+    assert_eq!(ack[0]["count"], 1100, "the count is exact");
+    assert_eq!(ack[0]["rooms"].as_array().map(Vec::len), Some(1000));
+    // Over 1,000 rooms the walk is reused for up to a second.
+    caller.emit_with_ack("join", vec![json!("late")]).await.unwrap();
+    let again = caller.emit_with_ack("rooms", vec![]).await.unwrap();
+    assert_eq!(again[0]["count"], 1100);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let fresh = caller.emit_with_ack("rooms", vec![]).await.unwrap();
+    assert_eq!(fresh[0]["count"], 1101);
+}
