@@ -153,6 +153,11 @@ async fn demo_page_loads_the_pinned_cdn_client_by_default() {
     assert!(page.contains("https://cdn.socket.io/"), "CDN script tag");
     assert!(page.contains("integrity=\"sha384-"), "SRI hash");
     assert!(!page.contains("ECOS_CLIENT_SCRIPT"), "placeholder replaced");
+    // The hint shown when the CDN script cannot load (tests/browser checks it shows).
+    assert!(
+        page.contains("ECOS_DEMO__CLIENT_SCRIPT_PATH"),
+        "offline hint"
+    );
     for id in [
         "id=\"status\"",
         "id=\"messages\"",
