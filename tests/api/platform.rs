@@ -172,6 +172,26 @@ async fn demo_page_loads_the_pinned_cdn_client_by_default() {
 }
 
 #[tokio::test]
+async fn favicon_is_answered_not_a_404_and_keeps_its_own_route_label() {
+    let app = spawn_app().await;
+    let response = app.get("/favicon.ico").await;
+    assert_eq!(response.status().as_u16(), 204);
+    assert!(
+        response.headers()["cache-control"]
+            .to_str()
+            .unwrap_or_default()
+            .contains("max-age="),
+        "cached, so a browser asks once"
+    );
+    let (_, text) = app.get_text("/metrics").await;
+    assert!(
+        text.contains("route=\"/favicon.ico\",status=\"204\""),
+        "{text}"
+    );
+    assert!(!text.contains("route=\"unmatched\""), "{text}");
+}
+
+#[tokio::test]
 async fn demo_page_uses_a_local_client_copy_when_configured() {
     let path = std::env::temp_dir().join(format!("ecos-client-{}.js", std::process::id()));
     std::fs::write(&path, "/* stand-in client */ window.io = function () {};").expect("write");

@@ -126,6 +126,8 @@ async function chat(from, to, text) {
     .locator('#messages li.own[data-acked="true"]', { hasText: text })
     .waitFor({ timeout: WAIT_MS })
     .catch(() => assert.fail(`"${text}" was not acked on the sending page; ${from.problems.join("; ")}`));
+  // The ack says the server took it, not that anyone got it: "sent", never "delivered".
+  assert.match(await from.locator('#messages li.own[data-acked="true"]', { hasText: text }).last().locator(".tick").textContent(), /^✓ sent$/);
   await to
     .locator("#messages li:not(.own):not(.system)", { hasText: text })
     .waitFor({ timeout: WAIT_MS })
