@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::config::keys;
 
 /// ecos: a Socket.IO server for twelve-factor platforms.
 ///
@@ -21,6 +23,19 @@ pub struct Cli {
     /// What to do; without a command, ecos serves.
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl Cli {
+    /// Parses the process's arguments. `--help` ends with every setting, taken
+    /// from the key table so it cannot drift from what the loader reads; `-h`
+    /// says where to find them.
+    pub fn try_parse_args() -> Result<Self, clap::Error> {
+        let matches = Self::command()
+            .after_help("Settings: `ecos --help` lists them all; README.md's \"Configuration\" table explains them.")
+            .after_long_help(keys::help_table())
+            .try_get_matches()?;
+        Self::from_arg_matches(&matches)
+    }
 }
 
 /// Commands other than serving.

@@ -1,7 +1,7 @@
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context;
-use clap::{Parser, error::ErrorKind};
+use clap::error::ErrorKind;
 use ecos::{
     Application, Settings, app,
     cli::{Cli, Command},
@@ -10,7 +10,7 @@ use ecos::{
 };
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_args() {
         Ok(cli) => cli,
         Err(error) => return command_line_error(error),
     };

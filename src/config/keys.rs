@@ -516,6 +516,38 @@ pub fn find(name: &str) -> Option<&'static Key> {
     KEYS.iter().find(|k| k.name == name)
 }
 
+/// Every key with its variables and default, in plain text for `ecos --help`;
+/// what each one does is in the README's table, which says it at length.
+pub fn help_table() -> String {
+    let rows: Vec<(String, String, String)> = KEYS
+        .iter()
+        .map(|key| {
+            let env = match key.platform_var {
+                Some(var) => format!("{var}, {}", key.env_var()),
+                None => key.env_var(),
+            };
+            // The README's markdown, without its markup, reads fine in a terminal.
+            let default = key
+                .shown_default
+                .map_or_else(|| key.default.to_owned(), |s| s.replace(['`', '*'], ""));
+            (key.name.to_owned(), env, default)
+        })
+        .collect();
+    let name_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let env_width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+    let mut out = format!(
+        "Settings (README.md, section \"Configuration\", says what each one does):\n  \
+         {:name_width$}  {:env_width$}  default\n",
+        "key (TOML)", "environment"
+    );
+    for (name, env, default) in rows {
+        out.push_str(&format!(
+            "  {name:name_width$}  {env:env_width$}  {default}\n"
+        ));
+    }
+    out
+}
+
 /// The README's configuration table, rendered from [`KEYS`].
 pub fn markdown_table() -> String {
     let mut out = String::from("| key | env | default | meaning |\n|---|---|---|---|\n");

@@ -118,7 +118,7 @@ pub async fn observe(
 /// A bounded route label: one of the fixed routes, the Engine.IO path, or `unmatched`.
 fn route_label(request: &Request, engine_path: &'static str) -> &'static str {
     // Every route is an exact path, so the path itself is the template.
-    const KNOWN: &[&str] = &["/", "/healthz", "/readyz", "/metrics"];
+    const KNOWN: &[&str] = &["/", "/favicon.ico", "/healthz", "/readyz", "/metrics"];
     let path = request.uri().path();
     if path.starts_with(engine_path) {
         engine_path

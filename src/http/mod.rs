@@ -3,6 +3,7 @@
 //! | route | purpose | file |
 //! |---|---|---|
 //! | `GET /` | the demo page | [`page`] |
+//! | `GET /favicon.ico` | 204, so a browser's automatic request is no 404 | [`page`] |
 //! | `GET /socket.io/socket.io.min.js` | the browser client, only when a local copy is configured | [`page`] |
 //! | `GET /healthz` | liveness: 200 while the process runs | [`health`] |
 //! | `GET /readyz` | readiness: 200 when ready for traffic, 503 while starting or draining; reports the Redis link | [`health`] |
@@ -59,6 +60,7 @@ pub fn router(
     let state = Arc::new(state);
     let routes = Router::new()
         .route("/", get(page::page))
+        .route("/favicon.ico", get(page::favicon))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))

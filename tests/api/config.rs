@@ -410,6 +410,47 @@ fn the_binary_prints_help_and_the_effective_config() {
     assert!(text.contains("log.format = \"json\""), "{text}");
 }
 
+/// `--help` lists every setting from the key table, with its variables and
+/// default, and points to the README for what each does; `-h` says where to look.
+#[test]
+fn help_lists_every_setting_and_points_to_the_readme() {
+    let help = ecos_binary().arg("--help").output().expect("runs");
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("README.md"), "{text}");
+    for key in ecos::config::keys::KEYS {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{} ", key.name)))
+            .unwrap_or_else(|| panic!("--help lists {}: {text}", key.name));
+        assert!(line.contains(&key.env_var()), "{line}");
+        if let Some(var) = key.platform_var {
+            assert!(line.contains(var), "{line}");
+        }
+    }
+    let port = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("port "))
+        .expect("port");
+    assert!(port.trim_end().ends_with("3000"), "default shown: {port}");
+    let unset = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("redis.url "))
+        .expect("redis.url");
+    assert!(
+        unset.trim_end().ends_with("(unset)"),
+        "markup stripped: {unset}"
+    );
+
+    let short = ecos_binary().arg("-h").output().expect("runs");
+    assert!(short.status.success());
+    let text = String::from_utf8_lossy(&short.stdout);
+    assert!(
+        text.contains("ecos --help") && text.contains("README.md"),
+        "{text}"
+    );
+}
+
 /// The README's configuration table is generated from the key table; this
 /// fails when either changed alone. `UPDATE_README=1` rewrites the README's copy.
 #[test]

@@ -153,6 +153,11 @@ async fn demo_page_loads_the_pinned_cdn_client_by_default() {
     assert!(page.contains("https://cdn.socket.io/"), "CDN script tag");
     assert!(page.contains("integrity=\"sha384-"), "SRI hash");
     assert!(!page.contains("ECOS_CLIENT_SCRIPT"), "placeholder replaced");
+    // The hint shown when the CDN script cannot load (tests/browser checks it shows).
+    assert!(
+        page.contains("ECOS_DEMO__CLIENT_SCRIPT_PATH"),
+        "offline hint"
+    );
     for id in [
         "id=\"status\"",
         "id=\"messages\"",
@@ -164,6 +169,26 @@ async fn demo_page_loads_the_pinned_cdn_client_by_default() {
     // Without a local copy configured, the script path is not served.
     let (status, _) = app.get_text("/socket.io/socket.io.min.js").await;
     assert_ne!(status, 200);
+}
+
+#[tokio::test]
+async fn favicon_is_answered_not_a_404_and_keeps_its_own_route_label() {
+    let app = spawn_app().await;
+    let response = app.get("/favicon.ico").await;
+    assert_eq!(response.status().as_u16(), 204);
+    assert!(
+        response.headers()["cache-control"]
+            .to_str()
+            .unwrap_or_default()
+            .contains("max-age="),
+        "cached, so a browser asks once"
+    );
+    let (_, text) = app.get_text("/metrics").await;
+    assert!(
+        text.contains("route=\"/favicon.ico\",status=\"204\""),
+        "{text}"
+    );
+    assert!(!text.contains("route=\"unmatched\""), "{text}");
 }
 
 #[tokio::test]

@@ -59,13 +59,17 @@ after(async () => {
   await browser?.close();
 });
 
-/** Opens the demo page of `server` in a fresh browser context ("a tab of its own"). */
-async function openPage(server) {
+/**
+ * Opens the demo page of `server` in a fresh browser context ("a tab of its own").
+ * With `cdn: false` the CDN script request fails, as on a machine without internet.
+ */
+async function openPage(server, { cdn = true } = {}) {
   const context = await browser.newContext({ viewport: { width: 800, height: 600 } });
   contexts.push(context);
   const problems = [];
   await context.route("**/*", (route) => {
     const url = route.request().url();
+    if (url === CDN_URL && !cdn) return route.abort("internetdisconnected");
     if (url === CDN_URL) {
       return route.fulfill({
         status: 200,
@@ -122,6 +126,8 @@ async function chat(from, to, text) {
     .locator('#messages li.own[data-acked="true"]', { hasText: text })
     .waitFor({ timeout: WAIT_MS })
     .catch(() => assert.fail(`"${text}" was not acked on the sending page; ${from.problems.join("; ")}`));
+  // The ack says the server took it, not that anyone got it: "sent", never "delivered".
+  assert.match(await from.locator('#messages li.own[data-acked="true"]', { hasText: text }).last().locator(".tick").textContent(), /^✓ sent$/);
   await to
     .locator("#messages li:not(.own):not(.system)", { hasText: text })
     .waitFor({ timeout: WAIT_MS })
@@ -151,12 +157,27 @@ describe("demo page in headless Chromium", () => {
     }
   });
 
+  it("without the client script the page stays Offline and names ECOS_DEMO__CLIENT_SCRIPT_PATH", async () => {
+    const server = await startServer("br-offline");
+    try {
+      const page = await openPage(server, { cdn: false });
+      await page.locator("#hint").waitFor({ state: "visible", timeout: WAIT_MS });
+      assert.match(await page.locator("#hint").textContent(), /ECOS_DEMO__CLIENT_SCRIPT_PATH/);
+      assert.equal(await statusOf(page), "Offline");
+      await screenshot([page], "no-client-script");
+    } finally {
+      await closePages();
+      await server.stop();
+    }
+  });
+
   it("two pages chat through one instance", async () => {
     const server = await startServer("br-single");
     try {
       const [a, b] = [await openPage(server), await openPage(server)];
       await waitConnected(a, "br-single");
       await waitConnected(b, "br-single");
+      assert.equal(await a.locator("#hint").isVisible(), false, "no hint when the client loaded");
       await chat(a, b, "hello from page A");
       await chat(b, a, "hi back from page B");
       await screenshot([a, b], "single");
