@@ -1,7 +1,7 @@
 //! Answering a client: acks, their error form, and closing a socket with a
 //! reason when an answer cannot be delivered.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use serde::Serialize;
 use serde_json::json;
@@ -39,16 +39,38 @@ pub fn reply<A: Adapter, T: Serialize>(ack: AckSender<A>, socket: &SocketRef<A>,
 
 /// Closes `socket` because of `reason`, which its disconnect is counted under.
 ///
-/// A polite DISCONNECT packet needs room in the socket's queue; when there is
-/// none, the connection itself is closed (the client sees a transport close
-/// and reconnects).
+/// A polite DISCONNECT packet needs room in the socket's queue. When there is
+/// none, the connection of the handshake is closed, which ends a WebSocket
+/// session at once (the client sees a transport close and reconnects). A
+/// session that started on long-polling is not bound to that connection, so
+/// the DISCONNECT is retried until the queue has room or the session ends
+/// by itself (its heartbeat times out when the client stops polling); either
+/// way the disconnect is counted under `reason`.
 pub fn close<A: Adapter>(socket: &SocketRef<A>, reason: &'static str) {
     if let Some(state) = socket.extensions.get::<Arc<SocketState>>() {
         state.set_close_reason(reason);
     }
-    if let Err(SocketError::InternalChannelFull) = socket.clone().disconnect()
-        && !crate::net::close_connection(&socket.req_parts().extensions)
-    {
-        tracing::warn!(sid = %socket.id, reason, "cannot close the socket: no connection to close");
+    if let Err(SocketError::InternalChannelFull) = socket.clone().disconnect() {
+        crate::net::close_connection(&socket.req_parts().extensions);
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + CLOSE_RETRY_FOR;
+            while socket.connected() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(CLOSE_RETRY_EVERY).await;
+                if socket.clone().disconnect().is_ok() {
+                    return;
+                }
+            }
+            if socket.connected() {
+                tracing::warn!(sid = %socket.id, reason, "could not close the socket: its queue stayed full");
+            }
+        });
     }
 }
+
+/// How often a DISCONNECT that found the queue full is tried again.
+const CLOSE_RETRY_EVERY: Duration = Duration::from_millis(50);
+
+/// How long it is tried; longer than any heartbeat, which ends a session whose
+/// client stopped reading.
+const CLOSE_RETRY_FOR: Duration = Duration::from_secs(120);

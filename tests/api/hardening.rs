@@ -305,10 +305,85 @@ async fn a_large_room_listing_is_exact_and_reused_for_a_moment() {
     assert_eq!(ack[0]["count"], 1100, "the count is exact");
     assert_eq!(ack[0]["rooms"].as_array().map(Vec::len), Some(1000));
     // Over 1,000 rooms the walk is reused for up to a second.
-    caller.emit_with_ack("join", vec![json!("late")]).await.unwrap();
+    caller
+        .emit_with_ack("join", vec![json!("late")])
+        .await
+        .unwrap();
     let again = caller.emit_with_ack("rooms", vec![]).await.unwrap();
     assert_eq!(again[0]["count"], 1100);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let fresh = caller.emit_with_ack("rooms", vec![]).await.unwrap();
     assert_eq!(fresh[0]["count"], 1101);
+}
+
+/// The same over long-polling, where closing the handshake's connection does
+/// not end the session: the DISCONNECT is retried until the queue has room.
+#[tokio::test]
+async fn an_ack_overflow_on_long_polling_ends_the_session_once_it_reads_again() {
+    let app = spawn_app_with(|s| {
+        s.limits.events_per_second = 0.0;
+        s.socketio.max_buffer_packets = 4;
+        s.socketio.slow_consumer_timeout = None;
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let base = app.url("/socket.io/?EIO=4&transport=polling");
+    let open = http.get(&base).send().await.unwrap().text().await.unwrap();
+    let handshake: serde_json::Value = serde_json::from_str(&open[1..]).expect("OPEN");
+    let session = format!("{base}&sid={}", handshake["sid"].as_str().unwrap());
+    http.post(&session).body("40").send().await.unwrap();
+    let connected = http
+        .get(&session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        connected.split('\u{1e}').any(|p| p.starts_with("40")),
+        "{connected}"
+    );
+    // Twenty requests, no reading: their acks overflow the queue of four.
+    let requests: Vec<String> = (0..20)
+        .map(|n| format!("42{n}[\"join\",\"r{n}\"]"))
+        .collect();
+    let posted = http
+        .post(&session)
+        .body(requests.join("\u{1e}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(posted.status().is_success());
+    // Reading again drains the queue and the retried DISCONNECT goes out (long
+    // before the 25 s heartbeat would end the session), unless closing the
+    // handshake's connection already ended the session: reqwest may have
+    // reused that connection for the POST. Either way the session ends.
+    let mut seen = String::new();
+    let mut ended = false;
+    for _ in 0..20 {
+        let Ok(response) = http
+            .get(&session)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        else {
+            break;
+        };
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        seen.push_str(&body);
+        seen.push('\u{1e}');
+        if status.is_client_error()
+            || body
+                .split('\u{1e}')
+                .any(|p| p.starts_with("41") || p == "1")
+        {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the session ended: {seen}");
+    app.wait_metric(r#"ecos_disconnections_total{reason="queue_full""#, 1.0)
+        .await;
 }
