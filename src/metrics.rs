@@ -220,18 +220,10 @@ impl Metrics {
         })
     }
 
-    /// Counts one received client event of the contract.
-    pub fn event_received(&self, event: ClientEvent) {
-        self.events_received_total
-            .with_label_values(&[event.name()])
-            .inc();
-    }
-
-    /// Counts one received event the contract does not know, under `other`.
-    pub fn unknown_event_received(&self) {
-        self.events_received_total
-            .with_label_values(&[OTHER_EVENT_LABEL])
-            .inc();
+    /// Counts one received client event (`None`: an unknown event, as `other`).
+    pub fn event_received(&self, event: Option<ClientEvent>) {
+        let label = event.map_or(OTHER_EVENT_LABEL, ClientEvent::name);
+        self.events_received_total.with_label_values(&[label]).inc();
     }
 
     /// Counts one broadcast sent by this instance.

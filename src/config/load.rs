@@ -120,7 +120,7 @@ fn check_environment(env: &HashMap<String, String>) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Every key of the file must be a setting; returns the dotted keys it found.
+/// Every key of the file must be a setting.
 fn check_file(path: &std::path::Path, file: &Config) -> Result<(), ConfigError> {
     let table: Map<String, Value> =
         file.clone()

@@ -47,6 +47,8 @@ pub async fn dispatch<A: Adapter>(
     State(rt): State<Realtime>,
 ) {
     let known = ClientEvent::from_name(&name);
+    // Counted as received whether or not the limit lets it through.
+    rt.metrics.event_received(known);
     // Unknown events are limited too: a flood of them costs as much to parse.
     if let Some(state) = socket.extensions.get::<Arc<SocketState>>() {
         match state.admit(cost(known), Instant::now()) {
@@ -63,13 +65,11 @@ pub async fn dispatch<A: Adapter>(
         }
     }
     let Some(event) = known else {
-        rt.metrics.unknown_event_received();
         // Truncate: the name is client input and may be huge.
         let shown: String = name.chars().take(64).collect();
         tracing::debug!(sid = %socket.id, event = %shown, "ignoring unknown event");
         return;
     };
-    rt.metrics.event_received(event);
     // Arguments that do not decode are treated as missing; each handler then
     // answers with the form it expected.
     let args = args.unwrap_or_else(|error| {
