@@ -20,6 +20,15 @@ use super::{
 };
 use crate::hub;
 
+/// Prefix of the room every socket of a user is in (`user:<id>`); reserved:
+/// only the server puts a socket in a user room.
+pub const USER_ROOM_PREFIX: &str = "user:";
+
+/// The room every socket of `user` is in.
+pub fn user_room(user: &str) -> String {
+    format!("{USER_ROOM_PREFIX}{user}")
+}
+
 /// Longest room name accepted, in characters.
 pub const MAX_ROOM_CHARS: usize = 128;
 
