@@ -50,4 +50,21 @@ pub enum Command {
         #[arg(long, default_value_t = 3.0)]
         timeout: f64,
     },
+    /// Print an HS256 connection token signed with the first of
+    /// `auth.jwt.secrets`, for development and tests (production tokens come
+    /// from your backend: docs/auth.md).
+    Token {
+        /// The user id (the `sub` claim, or `auth.jwt.user_claim`).
+        #[arg(long)]
+        sub: String,
+        /// Rooms the token allows, comma-separated; a trailing `*` matches a prefix.
+        #[arg(long, default_value = "", value_name = "LIST")]
+        rooms: String,
+        /// Lifetime: seconds, or a number with s, m, h or d (`15m`, `1h`).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Allow the global `message` broadcast (the `broadcast` claim).
+        #[arg(long)]
+        broadcast: bool,
+    },
 }

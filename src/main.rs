@@ -3,7 +3,7 @@ use std::{process::ExitCode, time::Duration};
 use anyhow::Context;
 use clap::error::ErrorKind;
 use ecos::{
-    Application, Settings, app,
+    Application, Settings, app, auth,
     cli::{Cli, Command},
     config::Sources,
     healthcheck, telemetry,
@@ -32,8 +32,15 @@ fn main() -> ExitCode {
         print!("{}", settings.to_display_string());
         return ExitCode::SUCCESS;
     }
-    if let Some(Command::Healthcheck { timeout }) = cli.command {
-        return check_health(&settings, timeout);
+    match cli.command {
+        Some(Command::Healthcheck { timeout }) => return check_health(&settings, timeout),
+        Some(Command::Token {
+            sub,
+            rooms,
+            ttl,
+            broadcast,
+        }) => return print_token(&settings, sub, &rooms, &ttl, broadcast),
+        None => {}
     }
     // The runtime is built from the settings, so it comes after them.
     let runtime = match app::runtime(&settings.runtime) {
@@ -72,6 +79,37 @@ fn check_health(settings: &Settings, timeout_secs: f64) -> ExitCode {
         Err(error) => {
             eprintln!("ecos: unhealthy: {error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `ecos token`: prints a development token; a missing secret or a bad `--ttl` exits 2.
+fn print_token(
+    settings: &Settings,
+    sub: String,
+    rooms: &str,
+    ttl: &str,
+    broadcast: bool,
+) -> ExitCode {
+    let request = auth::mint::parse_ttl(ttl).map(|ttl| auth::mint::TokenRequest {
+        sub,
+        rooms: rooms
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        ttl,
+        broadcast,
+    });
+    match request.and_then(|request| auth::mint::mint(&settings.auth.jwt, &request)) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("ecos: {error}");
+            ExitCode::from(2)
         }
     }
 }

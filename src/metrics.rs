@@ -39,6 +39,8 @@ pub struct Metrics {
     messages_dropped_total: IntCounterVec,
     /// Client events refused by the per-socket rate limit, by event.
     rate_limited_total: IntCounterVec,
+    /// Client events refused because the socket's grants do not allow them, by event.
+    forbidden_total: IntCounterVec,
     /// Handshakes refused because the instance is draining.
     pub refused_connections_total: IntCounter,
     /// HTTP requests, by route template, method and status.
@@ -114,6 +116,13 @@ impl Metrics {
             ),
             &["event"],
         )?;
+        let forbidden_total = IntCounterVec::new(
+            Opts::new(
+                "forbidden_total",
+                "Client events refused because the socket's grants (its token's rooms claim, the reserved user: rooms) do not allow them, by event.",
+            ),
+            &["event"],
+        )?;
         let refused_connections_total = IntCounter::new(
             "refused_connections_total",
             "New Engine.IO sessions refused because the instance is draining.",
@@ -174,6 +183,7 @@ impl Metrics {
         registry.register(Box::new(broadcast_failures_total.clone()))?;
         registry.register(Box::new(messages_dropped_total.clone()))?;
         registry.register(Box::new(rate_limited_total.clone()))?;
+        registry.register(Box::new(forbidden_total.clone()))?;
         registry.register(Box::new(refused_connections_total.clone()))?;
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(http_request_duration_seconds.clone()))?;
@@ -191,6 +201,9 @@ impl Metrics {
         {
             events_received_total.with_label_values(&[label]);
             rate_limited_total.with_label_values(&[label]);
+        }
+        for event in ClientEvent::ALL {
+            forbidden_total.with_label_values(&[event.name()]);
         }
         tcp_connections_refused_total.with_label_values(&[REFUSED_MAX_CONNECTIONS]);
         for reason in CLOSED_REASONS {
@@ -210,6 +223,7 @@ impl Metrics {
             broadcast_failures_total,
             messages_dropped_total,
             rate_limited_total,
+            forbidden_total,
             refused_connections_total,
             http_requests_total,
             http_request_duration_seconds,
@@ -244,6 +258,13 @@ impl Metrics {
     pub fn rate_limited(&self, event: Option<ClientEvent>) {
         let label = event.map_or(OTHER_EVENT_LABEL, ClientEvent::name);
         self.rate_limited_total.with_label_values(&[label]).inc();
+    }
+
+    /// Counts one event the socket's grants refused.
+    pub fn forbidden(&self, event: ClientEvent) {
+        self.forbidden_total
+            .with_label_values(&[event.name()])
+            .inc();
     }
 
     /// Counts messages that full queues refused.

@@ -20,6 +20,7 @@ use socketioxide::{
 use tokio::net::TcpListener;
 
 use crate::{
+    auth::Authenticator,
     cluster::{Cluster, ClusterAdapter, ClusterError},
     config::{RuntimeSettings, Settings, SocketIoParser},
     http::{self, HttpState},
@@ -66,9 +67,18 @@ pub enum StartupError {
     /// The cluster adapter could not be set up.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// Authentication could not be set up.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// The HTTP server failed while serving.
     #[error("server error: {0}")]
     Serve(std::io::Error),
+}
+
+/// Installs rustls's process-wide crypto provider (ring), which Redis TLS and
+/// the HTTPS clients (JWKS) need; a second call is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// A built application, bound and ready to run.
@@ -124,6 +134,14 @@ impl Application {
             .map_err(|source| StartupError::Bind { addr, source })?;
 
         let metrics = Metrics::new(&settings.instance_id, VERSION)?;
+        install_crypto_provider();
+        let auth = Authenticator::new(&settings.auth, &metrics)?;
+        if !auth.required() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "auth.mode is `none`: anyone who reaches this address can connect, join any room and broadcast; set auth.mode = jwt (docs/auth.md)"
+            );
+        }
         let lifecycle = Arc::new(Lifecycle::new());
         let instance_id: Arc<str> = Arc::from(settings.instance_id.as_str());
         let slow_consumers = SlowConsumers::new(settings.socketio.slow_consumer_timeout);
@@ -138,6 +156,7 @@ impl Application {
             },
             max_rooms_per_socket: settings.limits.max_rooms_per_socket,
             rooms_cache: Arc::default(),
+            auth,
         };
         let client_script = read_client_script(&settings).await?;
         let builder = socketio_builder(&settings).with_state(realtime);
@@ -181,6 +200,7 @@ impl Application {
             client_script,
             engine_path: ENGINE_PATH,
             instance_id,
+            origins: settings.cors.clone(),
             require_redis: settings.readiness.require_redis,
         };
         let mount_socketio = wired.mount;

@@ -97,9 +97,8 @@ impl Cluster {
         metrics: &Metrics,
         local_sockets: impl Fn() -> u64 + Send + Sync + 'static,
     ) -> Result<Self, ClusterError> {
-        // rustls needs a process-wide crypto provider for rediss://; a second
-        // install (another app in the same process) is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // Installed by `Application::build` too; here for callers that set up a cluster on its own.
+        crate::app::install_crypto_provider();
         let client =
             redis::Client::open(connection_url(url, settings.tls_insecure)).map_err(|source| {
                 ClusterError::Url {

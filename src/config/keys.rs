@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use super::{
-    ConfigError, LogFormat, Settings, Shown, SocketIoParser,
+    AuthMode, ConfigError, LogFormat, Settings, Shown, SocketIoParser,
     parse::{self, Raw},
 };
 
@@ -505,6 +505,130 @@ pub const KEYS: &[Key] = &[
             Ok(())
         },
         show: |s| Shown::flag(s.readiness.require_redis),
+    },
+    Key {
+        name: "auth.mode",
+        default: "none",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"`none`: anyone may connect and use every event (the demo's mode; a warning is logged when ecos listens beyond loopback). `jwt`: a connection needs a signed token (`io(url, { auth: { token } })`, or `Authorization: Bearer` on the handshake); its claims give the user id and the rooms it may use. See [docs/auth.md](docs/auth.md)."#,
+        apply: |s, v| {
+            s.auth.mode = v.choice(
+                &[("none", AuthMode::None), ("jwt", AuthMode::Jwt)],
+                "`none` or `jwt`",
+            )?;
+            Ok(())
+        },
+        show: |s| Shown::text(s.auth.mode),
+    },
+    Key {
+        name: "auth.jwt.secrets",
+        default: "",
+        shown_default: Some(r#"*(unset)*"#),
+        platform_var: None,
+        doc: r#"HMAC secrets for HS256/HS384/HS512 tokens, comma-separated; a token signed with any of them is accepted, so a new secret can be added before the old one is removed. Never logged or printed. In `jwt` mode at least one of this, `auth.jwt.public_key_file` or `auth.jwt.jwks_url` is required."#,
+        apply: |s, v| {
+            s.auth.jwt.secrets = parse::secrets(v)?;
+            Ok(())
+        },
+        show: |s| parse::shown_secrets(&s.auth.jwt.secrets),
+    },
+    Key {
+        name: "auth.jwt.public_key_file",
+        default: "",
+        shown_default: Some(r#"*(unset)*"#),
+        platform_var: None,
+        doc: r#"A PEM public key: RSA (RS256/384/512, PS256/384/512), EC P-256 or P-384 (ES256, ES384) or Ed25519 (EdDSA). Read at start-up; a key that cannot be read stops ecos."#,
+        apply: |s, v| {
+            s.auth.jwt.public_key_file = v.non_empty().map(PathBuf::from);
+            Ok(())
+        },
+        show: |s| Shown::optional(s.auth.jwt.public_key_file.as_ref().map(|p| p.display())),
+    },
+    Key {
+        name: "auth.jwt.jwks_url",
+        default: "",
+        shown_default: Some(r#"*(unset)*"#),
+        platform_var: None,
+        doc: r#"An identity provider's JWKS endpoint (`https://…/.well-known/jwks.json`). Keys are fetched at start-up and every 5 minutes, and again when a token names an unknown `kid` (at most once every 5 s). While no key could be fetched, connections are refused with `unauthorized: keys unavailable`."#,
+        apply: |s, v| {
+            s.auth.jwt.jwks_url = parse::http_url(v)?;
+            Ok(())
+        },
+        show: |s| Shown::optional(s.auth.jwt.jwks_url.as_deref().map(parse::mask)),
+    },
+    Key {
+        name: "auth.jwt.issuer",
+        default: "",
+        shown_default: Some(r#"*(unset)*"#),
+        platform_var: None,
+        doc: r#"When set, a token's `iss` must equal it."#,
+        apply: |s, v| {
+            s.auth.jwt.issuer = v.non_empty();
+            Ok(())
+        },
+        show: |s| Shown::optional(s.auth.jwt.issuer.as_deref()),
+    },
+    Key {
+        name: "auth.jwt.audience",
+        default: "",
+        shown_default: Some(r#"*(unset)*"#),
+        platform_var: None,
+        doc: r#"When set, a token's `aud` must contain it."#,
+        apply: |s, v| {
+            s.auth.jwt.audience = v.non_empty();
+            Ok(())
+        },
+        show: |s| Shown::optional(s.auth.jwt.audience.as_deref()),
+    },
+    Key {
+        name: "auth.jwt.leeway_secs",
+        default: "30",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Clock skew allowed when checking `exp` and `nbf`, in whole seconds (0 to 600)."#,
+        apply: |s, v| {
+            let secs: u64 = v.bounded(0..=600, "a whole number of seconds from 0 to 600")?;
+            s.auth.jwt.leeway = std::time::Duration::from_secs(secs);
+            Ok(())
+        },
+        show: |s| Shown::num(s.auth.jwt.leeway.as_secs()),
+    },
+    Key {
+        name: "auth.jwt.user_claim",
+        default: "sub",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"The claim that holds the user id (a string of 1 to 120 characters). The socket joins the room `user:<id>`."#,
+        apply: |s, v| {
+            s.auth.jwt.user_claim = parse::claim_name(v)?;
+            Ok(())
+        },
+        show: |s| Shown::text(&s.auth.jwt.user_claim),
+    },
+    Key {
+        name: "auth.jwt.rooms_claim",
+        default: "rooms",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"The claim that lists the rooms a socket may `join`, `room:message`, `room:ask` and list with `room:members`: an array of names, where a trailing `*` matches a prefix (`["team:42", "public:*"]`). Without it, a socket may use no room but its own `user:` room."#,
+        apply: |s, v| {
+            s.auth.jwt.rooms_claim = parse::claim_name(v)?;
+            Ok(())
+        },
+        show: |s| Shown::text(&s.auth.jwt.rooms_claim),
+    },
+    Key {
+        name: "auth.jwt.require_exp",
+        default: "true",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Refuse tokens without an `exp` claim. A token that never expires is valid until its key is retired."#,
+        apply: |s, v| {
+            s.auth.jwt.require_exp = v.boolean()?;
+            Ok(())
+        },
+        show: |s| Shown::flag(s.auth.jwt.require_exp),
     },
 ];
 

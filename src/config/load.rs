@@ -94,6 +94,25 @@ fn validate(settings: &Settings) -> Result<(), ConfigError> {
             origin: "",
         });
     }
+    let jwt = &settings.auth.jwt;
+    if settings.auth.mode == super::AuthMode::Jwt
+        && jwt.secrets.is_empty()
+        && jwt.public_key_file.is_none()
+        && jwt.jwks_url.is_none()
+    {
+        return Err(ConfigError::Requires {
+            key: "auth.mode",
+            value: "\"jwt\"".to_owned(),
+            needs: "at least one of `auth.jwt.secrets`, `auth.jwt.public_key_file` or `auth.jwt.jwks_url`",
+        });
+    }
+    if let Some(path) = &jwt.public_key_file {
+        crate::auth::PublicKey::load(path).map_err(|e| ConfigError::Unusable {
+            key: "auth.jwt.public_key_file",
+            value: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+    }
     Ok(())
 }
 

@@ -55,6 +55,26 @@ pub enum ConfigError {
         /// The closest valid key, when one is close.
         suggestion: Option<&'static str>,
     },
+    /// A value is well-formed but needs another key that is missing.
+    #[error("`{key} = {value}` needs {needs}")]
+    Requires {
+        /// The key whose value needs more.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// What else must be set, naming the keys.
+        needs: &'static str,
+    },
+    /// A value names a resource (a file) that cannot be used.
+    #[error("cannot use `{key}` ({value}): {message}")]
+    Unusable {
+        /// The key.
+        key: &'static str,
+        /// Its value (never a secret).
+        value: String,
+        /// Why it cannot be used.
+        message: String,
+    },
     /// The layered sources could not be merged (for example a table where a value belongs).
     #[error("configuration error: {0}")]
     Merge(String),
@@ -128,6 +148,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// What `/readyz` requires before it answers 200.
     pub readiness: ReadinessSettings,
+    /// Who may connect, and what a connection may do.
+    pub auth: AuthSettings,
 }
 
 /// Async runtime settings.
@@ -259,6 +281,74 @@ pub struct ReadinessSettings {
     pub require_redis: bool,
 }
 
+/// How connections are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// Anyone may connect and use every event (the demo, development).
+    #[default]
+    None,
+    /// A signed JWT is required on connect; its claims name the user and bound the rooms.
+    Jwt,
+}
+
+/// Who may connect, and what a connection may do.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    /// `none` or `jwt`.
+    pub mode: AuthMode,
+    /// How tokens are verified in `jwt` mode.
+    pub jwt: JwtSettings,
+}
+
+/// How connection tokens are verified.
+#[derive(Clone, Default)]
+pub struct JwtSettings {
+    /// HMAC secrets (HS256/384/512); several at once while rotating. Never printed.
+    pub secrets: Vec<String>,
+    /// A PEM public key (RSA, EC P-256/P-384 or Ed25519), read at start-up.
+    pub public_key_file: Option<PathBuf>,
+    /// An identity provider's JWKS endpoint.
+    pub jwks_url: Option<String>,
+    /// The `iss` a token must carry, when set.
+    pub issuer: Option<String>,
+    /// The `aud` a token must carry, when set.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// The claim that holds the user id.
+    pub user_claim: String,
+    /// The claim that lists the rooms a socket may use.
+    pub rooms_claim: String,
+    /// Refuse tokens without `exp`: a token that never expires cannot be revoked by waiting.
+    pub require_exp: bool,
+}
+
+impl fmt::Debug for JwtSettings {
+    /// Secrets stay out of debug output (and so out of any log line that prints settings).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtSettings")
+            .field("secrets", &format_args!("<{} hidden>", self.secrets.len()))
+            .field("public_key_file", &self.public_key_file)
+            .field("jwks_url", &self.jwks_url)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway", &self.leeway)
+            .field("user_claim", &self.user_claim)
+            .field("rooms_claim", &self.rooms_claim)
+            .field("require_exp", &self.require_exp)
+            .finish()
+    }
+}
+
+impl fmt::Display for AuthMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AuthMode::None => "none",
+            AuthMode::Jwt => "jwt",
+        })
+    }
+}
+
 impl Default for Settings {
     /// Empty values, each overwritten by its key's default when loading.
     fn default() -> Self {
@@ -277,6 +367,7 @@ impl Default for Settings {
             demo: DemoSettings::default(),
             redis: RedisSettings::default(),
             readiness: ReadinessSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }

@@ -121,6 +121,60 @@ fn non_empty(raw: &str) -> Option<String> {
     (!trimmed.is_empty()).then(|| trimmed.to_owned())
 }
 
+/// A comma-separated list of secrets (a TOML array arrives joined the same way).
+pub fn secrets(v: &Raw<'_>) -> Result<Vec<String>, ConfigError> {
+    let secrets: Vec<String> = v
+        .text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    // The value is never echoed back: it is a secret.
+    if secrets.iter().any(|s| s.len() > 4096) {
+        return Err(v.invalid_value("<hidden>", "secrets of at most 4096 bytes each"));
+    }
+    Ok(secrets)
+}
+
+/// How `--print-config` shows a list of secrets: how many, never what.
+pub fn shown_secrets(secrets: &[String]) -> super::Shown {
+    if secrets.is_empty() {
+        super::Shown::Unset
+    } else {
+        super::Shown::text(format!("<{} secret(s) hidden>", secrets.len()))
+    }
+}
+
+/// An `http://` or `https://` URL, or unset.
+pub fn http_url(v: &Raw<'_>) -> Result<Option<String>, ConfigError> {
+    let Some(url) = v.non_empty() else {
+        return Ok(None);
+    };
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(Some(url)),
+        _ => Err(v.invalid_value(&mask(&url), "an http:// or https:// URL")),
+    }
+}
+
+/// The name of a JWT claim: letters, digits, `_`, `-`, `.` or `:`.
+pub fn claim_name(v: &Raw<'_>) -> Result<String, ConfigError> {
+    const EXPECTED: &str = "a claim name of 1 to 64 letters, digits, `_`, `-`, `.` or `:`";
+    let name = v.text.trim();
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(v.invalid(EXPECTED))
+    }
+}
+
 /// `$DYNO` (Heroku's `web.1`) wins, then the configured name, then a generated one.
 pub fn instance_id(v: &Raw<'_>) -> Result<String, ConfigError> {
     let chosen = v

@@ -1,5 +1,5 @@
-//! Middleware around every request: request log and metrics, CORS, the drain
-//! guard, the Engine.IO 3 guard, and request-head compaction.
+//! Middleware around every request: request log and metrics, CORS, the
+//! origin guard, the drain guard, the Engine.IO 3 guard, and request-head compaction.
 
 use std::{sync::Arc, time::Instant};
 
@@ -154,6 +154,53 @@ pub fn cors_layer(policy: &CorsPolicy) -> CorsLayer {
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers([header::CONTENT_TYPE])
         .allow_credentials(true)
+}
+
+/// Refuses (403) Engine.IO requests, WebSocket upgrades included, whose
+/// `Origin` the `cors.allowed_origins` policy does not allow.
+///
+/// CORS alone does not protect WebSockets (browsers apply no preflight to
+/// them) nor a long-poll's effects, so a page on another site could open a
+/// session with the user's cookies: cross-site WebSocket hijacking. Requests
+/// without `Origin` (Node, Python, mobile clients) and same-origin pages pass.
+pub async fn refuse_foreign_origins(
+    State(state): State<Arc<HttpState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.uri().path().starts_with(state.engine_path)
+        && let Some(origin) = req.headers().get(header::ORIGIN)
+        && !origin_allowed(&state.origins, origin, req.headers().get(header::HOST))
+    {
+        tracing::info!(origin = ?origin, "refused an Engine.IO request from an origin cors.allowed_origins does not allow");
+        return (
+            StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"code":4,"message":"Forbidden: origin not allowed"}"#,
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+/// Whether a browser page at `origin` may talk to ecos, reached as `host`.
+pub fn origin_allowed(
+    policy: &CorsPolicy,
+    origin: &HeaderValue,
+    host: Option<&HeaderValue>,
+) -> bool {
+    let same_origin = match (origin.to_str(), host.and_then(|h| h.to_str().ok())) {
+        (Ok(origin), Some(host)) => origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host)),
+        _ => false,
+    };
+    same_origin
+        || match policy {
+            CorsPolicy::Any => true,
+            CorsPolicy::List(list) => list.iter().any(|o| o.as_bytes() == origin.as_bytes()),
+            CorsPolicy::LocalhostOnly => is_localhost_origin(origin),
+        }
 }
 
 fn is_localhost_origin(origin: &HeaderValue) -> bool {

@@ -42,6 +42,8 @@ pub struct HttpState {
     pub engine_path: &'static str,
     /// This instance's id, reported by `/readyz`.
     pub instance_id: Arc<str>,
+    /// Which browser origins may open Engine.IO sessions (`cors.allowed_origins`).
+    pub origins: crate::config::CorsPolicy,
     /// Whether `/readyz` answers 503 while the Redis link is down
     /// (`readiness.require_redis`); otherwise it only reports it.
     pub require_redis: bool,
@@ -76,6 +78,10 @@ pub fn router(
         .layer(from_fn_with_state(
             state.clone(),
             middleware::refuse_new_sessions_while_draining,
+        ))
+        .layer(from_fn_with_state(
+            state.clone(),
+            middleware::refuse_foreign_origins,
         ))
         .layer(middleware::cors_layer(&settings.cors))
         .layer(from_fn_with_state(state, middleware::observe));

@@ -1,16 +1,20 @@
 //! A socket's arrival and departure: handlers registered before the client
 //! can send anything, `welcome`, and the disconnect count.
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use serde::Serialize;
 use socketioxide::{
     adapter::Adapter,
-    extract::{SocketRef, State},
+    extract::{SocketRef, State, TryData},
     socket::DisconnectReason,
 };
 
-use super::{Realtime, dispatch, events::ServerEvent, limits::SocketState};
+use super::{Realtime, dispatch, events::ServerEvent, limits::SocketState, reply, rooms};
+use crate::auth::{self, Refusal};
 
 /// Payload of the `welcome` event.
 #[derive(Debug, Serialize)]
@@ -19,33 +23,84 @@ pub struct Welcome<'a> {
     pub id: &'a str,
     /// The instance that holds this connection.
     pub instance: &'a str,
+    /// The authenticated user id; `null` when `auth.mode = none`.
+    pub user: Option<&'a str>,
 }
+
+/// The disconnect label of a socket whose token expired.
+pub const TOKEN_EXPIRED: &str = "token_expired";
+
+/// Expiry timers are not set further ahead than this: a token valid for
+/// longer is treated as not expiring while connected (tokio timers and
+/// `Instant` arithmetic are not meant for decades).
+const LONGEST_EXPIRY_TIMER: Duration = Duration::from_secs(366 * 86_400);
 
 /// Runs before socketioxide sends the CONNECT acknowledgement.
 ///
 /// The connect handler runs only after CONNECT has gone out, so a client that
 /// emits the moment it is connected could reach a socket with no handlers yet
 /// and its event would be dropped. Registering here closes that window.
+///
+/// It also authenticates the connection: a refusal becomes CONNECT_ERROR
+/// with the message `unauthorized: <reason>`. An authenticated socket joins
+/// its user room here, so it is reachable from the moment it is connected.
 pub async fn prepare<A: Adapter>(
     socket: SocketRef<A>,
+    TryData(payload): TryData<serde_json::Value>,
     State(rt): State<Realtime>,
-) -> Result<(), std::convert::Infallible> {
-    socket
-        .extensions
-        .insert(Arc::new(SocketState::new(rt.rate_limit)));
+) -> Result<(), Refusal> {
+    let token = auth::presented_token(payload.as_ref().ok(), &socket.req_parts().headers);
+    let identity = rt
+        .auth
+        .authenticate(token.as_deref())
+        .await
+        .inspect_err(|refusal| {
+            // The reason only: the token is a credential.
+            tracing::info!(sid = %socket.id, reason = refusal.reason(), "connection refused");
+        })?;
+    if let Some(user) = &identity.user {
+        socket.join(rooms::user_room(user));
+    }
+    let expires_at = identity.expires_at;
+    let state = Arc::new(SocketState::new(rt.rate_limit, identity));
+    if let Some(at) = expires_at {
+        schedule_expiry(&socket, &state, at);
+    }
+    socket.extensions.insert(state);
     socket.on_fallback(dispatch::dispatch::<A>);
     socket.on_disconnect(on_disconnect::<A>);
     Ok(())
+}
+
+/// Disconnects `socket` when its token expires (reason `token_expired`); a
+/// client with an `auth` callback reconnects with a fresh token.
+fn schedule_expiry<A: Adapter>(socket: &SocketRef<A>, state: &Arc<SocketState>, at: SystemTime) {
+    let remaining = at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    if remaining > LONGEST_EXPIRY_TIMER {
+        return;
+    }
+    let socket = socket.clone();
+    let timer = tokio::spawn(async move {
+        tokio::time::sleep(remaining).await;
+        tracing::info!(sid = %socket.id, "token expired; disconnecting");
+        reply::close(&socket, TOKEN_EXPIRED);
+    });
+    state.set_expiry(timer.abort_handle());
 }
 
 /// Connect handler for namespace `/`: counts the socket and greets it.
 pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(rt): State<Realtime>) {
     rt.metrics.connections_total.inc();
     rt.metrics.connected_sockets.inc();
-    tracing::info!(sid = %socket.id, transport = ?socket.transport_type(), "socket connected");
+    let state = socket.extensions.get::<Arc<SocketState>>();
+    let user = state.as_ref().and_then(|s| s.identity.user.clone());
+    tracing::info!(sid = %socket.id, user = user.as_deref(), transport = ?socket.transport_type(), "socket connected");
     let welcome = Welcome {
         id: socket.id.as_str(),
         instance: &rt.instance_id,
+        user: user.as_deref(),
     };
     if let Err(error) = socket.emit(ServerEvent::Welcome.name(), &welcome) {
         tracing::debug!(sid = %socket.id, %error, "could not send welcome");
@@ -58,12 +113,13 @@ async fn on_disconnect<A: Adapter>(
     State(rt): State<Realtime>,
 ) {
     rt.metrics.connected_sockets.dec();
+    let state = socket.extensions.get::<Arc<SocketState>>();
+    if let Some(state) = &state {
+        state.cancel_expiry();
+    }
     // A socket ecos closed on purpose is counted under why; the transport
     // error a slow consumer's closed connection causes is reported as what it is.
-    let closed_by_ecos = socket
-        .extensions
-        .get::<Arc<SocketState>>()
-        .and_then(|state| state.close_reason());
+    let closed_by_ecos = state.and_then(|state| state.close_reason());
     let label = if let Some(reason) = closed_by_ecos {
         reason
     } else if crate::net::closed_as_slow_consumer(&socket.req_parts().extensions) {
@@ -75,7 +131,11 @@ async fn on_disconnect<A: Adapter>(
         .disconnections_total
         .with_label_values(&[label])
         .inc();
-    tracing::info!(sid = %socket.id, reason = label, detail = %reason, "socket disconnected");
+    let user = socket
+        .extensions
+        .get::<Arc<SocketState>>()
+        .and_then(|s| s.identity.user.clone());
+    tracing::info!(sid = %socket.id, user = user.as_deref(), reason = label, detail = %reason, "socket disconnected");
 }
 
 /// The disconnect label of a socket whose connection was closed because the client stopped reading.

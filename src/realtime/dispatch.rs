@@ -3,7 +3,7 @@
 //!
 //! socketioxide calls [`dispatch`] for every event (it is the socket's only
 //! handler), so what must apply to all events (metrics, the rate limit, and
-//! permissions as they come) is written here once.
+//! permissions) is written here once.
 
 use std::{sync::Arc, time::Instant};
 
@@ -11,6 +11,8 @@ use socketioxide::{
     adapter::Adapter,
     extract::{AckSender, Event, SocketRef, State, TryData},
 };
+
+use crate::auth::Grants;
 
 use super::{
     Realtime,
@@ -26,6 +28,27 @@ use super::{
 /// The disconnect label of a socket that stayed over its rate limit.
 pub const RATE_LIMITED: &str = "rate_limited";
 
+/// The ack error of an event the socket's grants do not allow.
+pub const FORBIDDEN: &str = "forbidden";
+
+/// Whether `grants` allow `event` with these arguments. A room argument that
+/// is not a valid name is left to the handler, which says what it expected.
+fn permitted(event: ClientEvent, args: &Args, grants: &Grants) -> bool {
+    match event {
+        ClientEvent::Message => grants.allows_broadcast(),
+        ClientEvent::Join
+        | ClientEvent::Leave
+        | ClientEvent::RoomMessage
+        | ClientEvent::RoomAsk
+        | ClientEvent::RoomMembers => match args.get(0).map(rooms::room_name) {
+            Some(Ok(room)) => grants.allows_room(&room),
+            _ => true,
+        },
+        // `rooms` lists only what the grants allow; `latency` touches no one else.
+        ClientEvent::Rooms | ClientEvent::Latency => true,
+    }
+}
+
 /// What a listing (`rooms`, `room:members`) costs in events: it walks the
 /// cluster's rooms or a room's members, where other events touch one socket.
 pub const LISTING_COST: f64 = 10.0;
@@ -38,7 +61,8 @@ fn cost(event: Option<ClientEvent>) -> f64 {
     }
 }
 
-/// Handles one client event.
+/// Handles one client event: counts it, applies the rate limit, checks the
+/// socket's grants, then hands it to its family.
 pub async fn dispatch<A: Adapter>(
     socket: SocketRef<A>,
     Event(name): Event,
@@ -76,13 +100,20 @@ pub async fn dispatch<A: Adapter>(
         tracing::debug!(sid = %socket.id, %error, event = event.name(), "undecodable arguments");
         Args::default()
     });
+    if let Some(state) = socket.extensions.get::<Arc<SocketState>>()
+        && !permitted(event, &args, &state.identity.grants)
+    {
+        rt.metrics.forbidden(event);
+        tracing::debug!(sid = %socket.id, event = event.name(), "forbidden");
+        return reply(ack, &socket, failure(FORBIDDEN));
+    }
     match event {
         ClientEvent::Message => messages::message(socket, args, ack, &rt).await,
         ClientEvent::RoomMessage => messages::room_message(socket, args, ack, &rt).await,
         ClientEvent::Join => rooms::join(socket, args, ack, &rt),
         ClientEvent::Leave => rooms::leave(socket, args, ack),
         ClientEvent::Rooms => rooms::rooms(socket, ack, &rt).await,
-        ClientEvent::RoomMembers => rooms::members(socket, args, ack).await,
+        ClientEvent::RoomMembers => rooms::members(socket, args, ack, &rt).await,
         ClientEvent::RoomAsk => ask::room_ask(socket, args, ack, &rt).await,
         ClientEvent::Latency => ask::latency(socket, ack, &rt).await,
     }

@@ -1,6 +1,8 @@
 //! What one socket may ask of ecos: its event rate, and how many `room:ask`
 //! requests it may have in flight. The state lives with the socket's handlers.
 
+use crate::auth::Identity;
+
 use std::{
     sync::{
         Mutex, OnceLock,
@@ -54,6 +56,10 @@ struct Bucket {
 /// Everything ecos tracks per socket on top of socketioxide.
 #[derive(Debug)]
 pub struct SocketState {
+    /// Who the socket is and what it may do.
+    pub identity: Identity,
+    /// The timer that disconnects the socket when its token expires.
+    expiry: Mutex<Option<tokio::task::AbortHandle>>,
     /// The socket's rate limit.
     limit: RateLimit,
     /// Its bucket.
@@ -66,8 +72,10 @@ pub struct SocketState {
 
 impl SocketState {
     /// A fresh state with a full bucket.
-    pub fn new(limit: RateLimit) -> Self {
+    pub fn new(limit: RateLimit, identity: Identity) -> Self {
         Self {
+            identity,
+            expiry: Mutex::new(None),
             limit,
             bucket: Mutex::new(Bucket {
                 tokens: limit.burst,
@@ -123,6 +131,18 @@ impl SocketState {
         let _ = self.close_reason.set(reason);
     }
 
+    /// Keeps the expiry timer, so the disconnect can cancel it.
+    pub fn set_expiry(&self, timer: tokio::task::AbortHandle) {
+        *self.expiry.lock().unwrap_or_else(|p| p.into_inner()) = Some(timer);
+    }
+
+    /// Cancels the expiry timer, if there is one.
+    pub fn cancel_expiry(&self) {
+        if let Some(timer) = self.expiry.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            timer.abort();
+        }
+    }
+
     /// Why ecos closed this socket, if it did.
     pub fn close_reason(&self) -> Option<&'static str> {
         self.close_reason.get().copied()
@@ -150,7 +170,7 @@ mod tests {
 
     #[test]
     fn a_burst_passes_then_the_rate_refills() {
-        let state = SocketState::new(LIMIT);
+        let state = SocketState::new(LIMIT, Identity::anonymous());
         let t0 = Instant::now();
         for _ in 0..5 {
             assert_eq!(state.admit(1.0, t0), Admission::Admitted);
@@ -164,7 +184,7 @@ mod tests {
 
     #[test]
     fn staying_over_the_limit_past_the_grace_disconnects() {
-        let state = SocketState::new(LIMIT);
+        let state = SocketState::new(LIMIT, Identity::anonymous());
         let t0 = Instant::now();
         let mut now = t0;
         let mut outcome = Admission::Admitted;
@@ -182,7 +202,7 @@ mod tests {
 
     #[test]
     fn slowing_down_ends_the_streak() {
-        let state = SocketState::new(LIMIT);
+        let state = SocketState::new(LIMIT, Identity::anonymous());
         let t0 = Instant::now();
         for _ in 0..6 {
             state.admit(1.0, t0);
@@ -198,10 +218,13 @@ mod tests {
 
     #[test]
     fn zero_rate_turns_the_limit_off() {
-        let state = SocketState::new(RateLimit {
-            per_second: 0.0,
-            burst: 1.0,
-        });
+        let state = SocketState::new(
+            RateLimit {
+                per_second: 0.0,
+                burst: 1.0,
+            },
+            Identity::anonymous(),
+        );
         let now = Instant::now();
         for _ in 0..10_000 {
             assert_eq!(state.admit(1.0, now), Admission::Admitted);
@@ -210,7 +233,7 @@ mod tests {
 
     #[test]
     fn asks_in_flight_are_capped_and_freed() {
-        let state = SocketState::new(LIMIT);
+        let state = SocketState::new(LIMIT, Identity::anonymous());
         let slots: Vec<_> = (0..MAX_ASKS_IN_FLIGHT)
             .map(|_| state.start_ask().expect("slot"))
             .collect();

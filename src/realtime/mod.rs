@@ -2,7 +2,7 @@
 //!
 //! | client sends | server does |
 //! |---|---|
-//! | (connects) | emits `welcome` `{id, instance}` to that socket |
+//! | (connects) | authenticates (`auth.mode`), joins `user:<id>`, emits `welcome` `{id, instance, user}` to that socket |
 //! | `message` (data, ack?) | emits `message` (data) to every other socket; acks `{ok: true}` |
 //! | `join` / `leave` (room, ack?) | joins / leaves; acks `{ok: true, room}` or `{ok: false, error}` |
 //! | `room:message` (room, data, ack?) | emits `room:message` (room, data) to the other sockets in the room |
@@ -36,7 +36,7 @@ use std::{sync::Arc, time::Duration};
 
 use socketioxide::{SocketIo, handler::ConnectHandler};
 
-use crate::{app::NsAdapter, metrics::Metrics, net::SlowConsumers};
+use crate::{app::NsAdapter, auth::Authenticator, metrics::Metrics, net::SlowConsumers};
 
 use limits::RateLimit;
 
@@ -61,6 +61,8 @@ pub struct Realtime {
     pub max_rooms_per_socket: usize,
     /// The last large `rooms` listing, shared by every socket of the instance.
     pub rooms_cache: Arc<rooms::RoomsCache>,
+    /// Who may connect, and what each socket may do.
+    pub auth: Arc<Authenticator>,
 }
 
 /// Registers the contract on namespace `/` of `io`.

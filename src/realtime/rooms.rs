@@ -122,11 +122,14 @@ pub async fn rooms<A: Adapter>(socket: SocketRef<A>, ack: AckSender<A>, rt: &Rea
         .get_or_list(hub::list_rooms(socket.broadcast(), own))
         .await;
     match listing {
-        Ok(listing) => reply(
-            ack,
-            &socket,
-            json!({ "ok": true, "count": listing.count, "rooms": listing.names }),
-        ),
+        Ok(listing) => {
+            let listing = visible_to(&socket, listing);
+            reply(
+                ack,
+                &socket,
+                json!({ "ok": true, "count": listing.count, "rooms": listing.names }),
+            )
+        }
         Err(error) => {
             tracing::warn!(%error, "listing rooms failed");
             reply(ack, &socket, failure("could not list the rooms; try again"));
@@ -134,17 +137,37 @@ pub async fn rooms<A: Adapter>(socket: SocketRef<A>, ack: AckSender<A>, rt: &Rea
     }
 }
 
-/// `room:members` (room, ack): the room's socket ids on every instance.
-pub async fn members<A: Adapter>(socket: SocketRef<A>, args: Args, ack: AckSender<A>) {
+/// `room:members` (room, ack): the room's socket ids on every instance and,
+/// when sockets are authenticated, the users they belong to.
+pub async fn members<A: Adapter>(
+    socket: SocketRef<A>,
+    args: Args,
+    ack: AckSender<A>,
+    rt: &Realtime,
+) {
     let room = match args.get(0).map_or(Err(ROOM_FORM), room_name) {
         Ok(room) => room,
         Err(error) => return reply(ack, &socket, failure(error)),
     };
-    match hub::list_sockets(socket.within(room.clone())).await {
-        Ok(listing) => reply(
+    let listed = hub::list_sockets(socket.within(room.clone())).await;
+    let users = if rt.auth.required() && listed.is_ok() {
+        members_users(&socket, &room).await
+    } else {
+        Ok(None)
+    };
+    match listed.and_then(|listing| users.map(|users| (listing, users))) {
+        Ok((listing, None)) => reply(
             ack,
             &socket,
             json!({ "ok": true, "room": room, "count": listing.count, "members": listing.names }),
+        ),
+        Ok((listing, Some(users))) => reply(
+            ack,
+            &socket,
+            json!({
+                "ok": true, "room": room, "count": listing.count, "members": listing.names,
+                "users": users.names,
+            }),
         ),
         Err(error) => {
             tracing::warn!(%error, "fetching room members failed");
@@ -154,6 +177,44 @@ pub async fn members<A: Adapter>(socket: SocketRef<A>, args: Args, ack: AckSende
                 failure("could not list the room's members; try again"),
             );
         }
+    }
+}
+
+/// The users whose sockets are in `room`: every member is in its `user:` room,
+/// so the rooms of the members name them (one cluster request).
+async fn members_users<A: Adapter>(
+    socket: &SocketRef<A>,
+    room: &str,
+) -> Result<Option<hub::Listing>, hub::HubError> {
+    let rooms = socket
+        .within(room.to_owned())
+        .rooms()
+        .await
+        .map_err(|e| hub::HubError::Adapter(e.to_string()))?;
+    let mut users: Vec<String> = rooms
+        .iter()
+        .filter_map(|r| r.strip_prefix(USER_ROOM_PREFIX).map(str::to_owned))
+        .collect();
+    users.sort_unstable();
+    Ok(Some(hub::Listing::bounded(users, hub::MAX_LISTED_SOCKETS)))
+}
+
+/// A rooms listing as `socket` may see it: never the `user:` rooms (they name
+/// users), and with restricted grants only the rooms the token allows.
+fn visible_to<A: Adapter>(socket: &SocketRef<A>, listing: hub::Listing) -> hub::Listing {
+    let state = socket
+        .extensions
+        .get::<std::sync::Arc<super::limits::SocketState>>();
+    let allows = |room: &str| match &state {
+        Some(state) => state.identity.grants.allows_room(room),
+        None => !room.starts_with(USER_ROOM_PREFIX),
+    };
+    let before = listing.names.len();
+    let names: Vec<String> = listing.names.into_iter().filter(|r| allows(r)).collect();
+    let hidden = before - names.len();
+    hub::Listing {
+        count: listing.count.saturating_sub(hidden),
+        names,
     }
 }
 

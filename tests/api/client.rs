@@ -191,6 +191,7 @@ impl SioClient {
                 handshake
             }
             Transport::Polling => {
+                ecos::app::install_crypto_provider();
                 let http = reqwest::Client::builder()
                     .no_proxy()
                     .build()

@@ -18,7 +18,7 @@ async fn welcome_carries_the_socket_id_and_the_instance() {
         let welcome = client.expect_event("welcome").await;
         assert_eq!(
             welcome.args,
-            vec![json!({ "id": client.sid(), "instance": "web.7" })],
+            vec![json!({ "id": client.sid(), "instance": "web.7", "user": null })],
             "{transport:?}"
         );
     }

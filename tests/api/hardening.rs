@@ -326,7 +326,7 @@ async fn an_ack_overflow_on_long_polling_ends_the_session_once_it_reads_again() 
         s.socketio.slow_consumer_timeout = None;
     })
     .await;
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http_client();
     let base = app.url("/socket.io/?EIO=4&transport=polling");
     let open = http.get(&base).send().await.unwrap().text().await.unwrap();
     let handshake: serde_json::Value = serde_json::from_str(&open[1..]).expect("OPEN");

@@ -179,7 +179,9 @@ pub const TRANSPORTS: [Transport; 2] = [Transport::WebSocket, Transport::Polling
 
 /// The HTTP client tests use for the platform routes; its timeout keeps a
 /// hung server from hanging the test.
-fn http_client() -> reqwest::Client {
+pub fn http_client() -> reqwest::Client {
+    // reqwest's TLS (enabled by ecos's own use of it) needs the provider first.
+    ecos::app::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

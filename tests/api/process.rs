@@ -403,7 +403,7 @@ async fn idle_connections_past_the_open_file_limit_leave_health_answering() {
     // the health routes answer at once.
     for path in ["/healthz", "/readyz"] {
         let asked = Instant::now();
-        let response = reqwest::Client::new()
+        let response = crate::helpers::http_client()
             .get(format!("http://{addr}{path}"))
             .timeout(Duration::from_secs(2))
             .send()

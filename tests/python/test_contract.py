@@ -24,7 +24,7 @@ def assert_refused(reply, what: str) -> None:
 
 async def test_welcome_names_the_socket_and_the_instance(connect):
     client = await connect()
-    assert client.welcome == {"id": client.sid, "instance": client.server.id}
+    assert client.welcome == {"id": client.sid, "instance": client.server.id, "user": None}
 
 
 async def test_message_reaches_the_others_not_the_sender_and_is_acked(connect):
