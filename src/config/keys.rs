@@ -139,7 +139,7 @@ pub const KEYS: &[Key] = &[
         default: "",
         shown_default: Some(r#"*(empty)*"#),
         platform_var: None,
-        doc: r#"Which origins may make cross-origin long-polling requests. Empty means same-origin pages plus any `http(s)://localhost`, `127.0.0.1` or `[::1]` origin on any port, which is handy in development and grants nothing to a remote site. Otherwise give a comma-separated list of origins (`https://app.example.com`), which replaces the localhost default, or `*` for any origin. Credentials are allowed, so a load balancer's sticky-session cookie travels with the requests. WebSocket connections are not subject to CORS."#,
+        doc: r#"Which browser origins may use ecos: cross-origin long-polling requests (CORS), and Engine.IO sessions on both transports, since a page from any other origin gets `403` on the WebSocket upgrade and on polling (cross-site WebSocket hijacking). Clients that send no `Origin` (Node, Python, mobile) and pages served by ecos itself are not affected. Empty means same-origin pages plus any `http(s)://localhost`, `127.0.0.1` or `[::1]` origin on any port, which is handy in development and grants nothing to a remote site. Otherwise give a comma-separated list of origins (`https://app.example.com`), which replaces the localhost default, or `*` for any origin. Credentials are allowed, so a load balancer's sticky-session cookie travels with the requests."#,
         apply: |s, v| {
             s.cors = parse::cors(v)?;
             Ok(())

@@ -135,6 +135,14 @@ async fn with_only_port_set_it_binds_all_interfaces_and_drains_on_sigterm() {
     let mut ecos = start(&[("PORT", port.to_string())]);
     assert_eq!(ecos.started["addr"], json!(format!("0.0.0.0:{port}")));
     assert_eq!(ecos.started["adapter"], json!("memory"));
+    // Reachable from outside with nobody authenticated: said once, at start-up.
+    let warned = ecos.early.iter().filter(|l| {
+        l["level"] == json!("WARN")
+            && l["fields"]["message"].as_str().is_some_and(|m| {
+                m.starts_with("auth.mode is `none`: anyone who reaches this address can connect")
+            })
+    });
+    assert_eq!(warned.count(), 1, "{:?}", ecos.early);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
 
     let mut clients = Vec::new();

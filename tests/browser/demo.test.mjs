@@ -18,6 +18,9 @@ import { mkdir, readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import { execFileSync } from "node:child_process";
+import { createServer } from "node:http";
+import { ECOS_BIN, instanceEnv } from "../support/launcher.mjs";
 import { REPO_ROOT, startCluster, startServer } from "./servers.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
@@ -63,7 +66,7 @@ after(async () => {
  * Opens the demo page of `server` in a fresh browser context ("a tab of its own").
  * With `cdn: false` the CDN script request fails, as on a machine without internet.
  */
-async function openPage(server, { cdn = true } = {}) {
+async function openPage(server, { cdn = true, hash = "" } = {}) {
   const context = await browser.newContext({ viewport: { width: 800, height: 600 } });
   contexts.push(context);
   const problems = [];
@@ -90,7 +93,7 @@ async function openPage(server, { cdn = true } = {}) {
     if (msg.type() === "error") problems.push(`console error: ${msg.text()}`);
   });
   page.problems = problems;
-  await page.goto(`${server.url}/`);
+  await page.goto(`${server.url}/${hash}`);
   return page;
 }
 
@@ -226,6 +229,103 @@ describe("demo page in headless Chromium", () => {
     } finally {
       await closePages();
       await server.stop();
+    }
+  });
+});
+
+const SECRET = "browser-secret-0123456789abcdef0123456789";
+
+/** A token from `ecos token` (the command the docs give for development). */
+function devToken(sub, rooms, extra = []) {
+  return execFileSync(ECOS_BIN, ["token", "--sub", sub, "--rooms", rooms, "--ttl", "10m", ...extra], {
+    env: instanceEnv({ ECOS_AUTH__JWT__SECRETS: SECRET }),
+    encoding: "utf8",
+  }).trim();
+}
+
+describe("demo page in auth.mode = jwt", () => {
+  it("connects with #token= in the URL, shows the user and chats; without a token it says why", async () => {
+    const server = await startServer("br-jwt", { env: { ECOS_AUTH__MODE: "jwt", ECOS_AUTH__JWT__SECRETS: SECRET } });
+    try {
+      const alice = await openPage(server, { hash: `#token=${devToken("alice", "demo:*", ["--broadcast"])}` });
+      const bob = await openPage(server, { hash: `#token=${devToken("bob", "demo:*", ["--broadcast"])}` });
+      await waitConnected(alice, "br-jwt");
+      await waitConnected(bob, "br-jwt");
+      assert.equal(await alice.locator("#user").textContent(), "alice");
+      assert.equal(await bob.locator("#user").textContent(), "bob");
+      await chat(alice, bob, "signed in and talking");
+
+      const stranger = await openPage(server);
+      await stranger
+        .locator("#messages li.system", { hasText: "Refused: unauthorized: missing token" })
+        .waitFor({ timeout: WAIT_MS })
+        .catch(() => assert.fail(`no refusal shown; ${stranger.problems.join("; ")}`));
+      assert.equal(await statusOf(stranger), "Offline");
+      // Pasting a token in the field and pressing Connect brings it online.
+      await stranger.fill("#token", devToken("carol", "demo:*"));
+      await stranger.click("#use-token");
+      await waitConnected(stranger, "br-jwt");
+      assert.equal(await stranger.locator("#user").textContent(), "carol");
+      await screenshot([alice, stranger], "jwt");
+      assert.deepEqual([...alice.problems, ...bob.problems], []);
+    } finally {
+      await closePages();
+      await server.stop();
+    }
+  });
+});
+
+describe("the origin guard in Chromium", () => {
+  /**
+   * A page server on its own port (its own origin) whose page connects to
+   * `ecosUrl` over `transport` and reports `connected` or `refused`.
+   */
+  async function pageServer() {
+    const http = createServer((req, res) => {
+      if (req.url === "/socket.io.min.js") {
+        res.writeHead(200, { "content-type": "application/javascript" });
+        return res.end(clientScript);
+      }
+      res.writeHead(200, { "content-type": "text/html" });
+      res.end(`<!doctype html><script src="/socket.io.min.js"></script><script>
+        const params = new URLSearchParams(location.search);
+        const socket = io(params.get("ecos"), { transports: [params.get("transport")], reconnection: false });
+        socket.on("connect", () => { document.title = "connected"; });
+        socket.on("connect_error", () => { document.title = "refused"; });
+      </script>`);
+    });
+    await new Promise((resolve) => http.listen(0, "127.0.0.1", resolve));
+    return { http, origin: `http://127.0.0.1:${http.address().port}` };
+  }
+
+  it("refuses a page from another origin over WebSocket and polling, and lets the configured origin in", async () => {
+    const allowed = await pageServer();
+    const foreign = await pageServer();
+    const server = await startServer("br-origin", { env: { ECOS_CORS__ALLOWED_ORIGINS: allowed.origin } });
+    try {
+      for (const transport of ["websocket", "polling"]) {
+        for (const [site, want] of [[allowed, "connected"], [foreign, "refused"]]) {
+          const context = await browser.newContext();
+          contexts.push(context);
+          const page = await context.newPage();
+          await page.goto(`${site.origin}/?ecos=${encodeURIComponent(server.url)}&transport=${transport}`);
+          await page
+            .waitForFunction(() => document.title === "connected" || document.title === "refused", null, { timeout: WAIT_MS })
+            .catch(() => assert.fail(`${site.origin} over ${transport}: neither connected nor refused`));
+          assert.equal(await page.title(), want, `${site.origin} over ${transport}`);
+        }
+      }
+      const metrics = await (await fetch(`${server.url}/metrics`)).text();
+      const refused = metrics
+        .split("\n")
+        .filter((l) => l.startsWith("ecos_http_requests_total{") && l.includes('route="/socket.io"') && l.includes('status="403"'))
+        .reduce((sum, l) => sum + Number(l.split(" ").pop()), 0);
+      assert.ok(refused >= 2, `403s counted for the foreign page: ${refused}`);
+    } finally {
+      await closePages();
+      await server.stop();
+      allowed.http.close();
+      foreign.http.close();
     }
   });
 });
