@@ -23,6 +23,7 @@ COLUMNS = [
     ("connected", lambda r: r["connected"], "{:.0f}"),
     ("connect s", lambda r: r["connect_secs"], "{:.2f}"),
     ("connect server CPU %", lambda r: None if r.get("connect_server_cpu_util") is None else 100 * r["connect_server_cpu_util"], "{:.0f}"),
+    ("connect server CPU µs/conn", lambda r: r.get("connect_server_cpu_us_per_conn"), "{:.0f}"),
     ("connect bench CPU %", lambda r: None if r.get("connect_bench_cpu_util") is None else 100 * r["connect_bench_cpu_util"], "{:.0f}"),
     ("RSS/conn KiB", lambda r: r.get("rss_per_conn_kib"), "{:.1f}"),
     ("sent", lambda r: r["sent"] if r["count"] else None, "{:.0f}"),

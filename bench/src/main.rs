@@ -86,6 +86,10 @@ struct Args {
     /// Free-form label copied into the output.
     #[arg(long, default_value = "")]
     label: String,
+    /// JSON auth payload sent with the namespace CONNECT (`{"token":"..."}`
+    /// for a server in `auth.mode = jwt`).
+    #[arg(long)]
+    connect_payload: Option<String>,
 }
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -201,7 +205,7 @@ fn classify(frame: Frame<'_>) -> Kind {
 }
 
 /// Opens the WebSocket, joins namespace `/` and waits for `welcome`.
-async fn handshake(host: &str, path: &str, seed: u32) -> anyhow::Result<Ws> {
+async fn handshake(host: &str, path: &str, seed: u32, connect: &str) -> anyhow::Result<Ws> {
     let mut ws = Ws::connect(host, path, seed).await?;
     let mut opened = false;
     loop {
@@ -209,7 +213,7 @@ async fn handshake(host: &str, path: &str, seed: u32) -> anyhow::Result<Ws> {
             match classify(frame) {
                 Kind::Open if !opened => {
                     opened = true;
-                    ws.queue_text("40");
+                    ws.queue_text(connect);
                 }
                 _ if !opened => bail!("expected an Engine.IO open packet first"),
                 Kind::EioPing => ws.queue_text("3"),
@@ -297,9 +301,10 @@ async fn client(
     padding: Arc<str>,
     total: usize,
     connect_timeout: Duration,
+    connect: Arc<str>,
 ) {
     let permit = slots.acquire_owned().await.expect("semaphore open");
-    let mut ws = match tokio::time::timeout(connect_timeout, handshake(&host, &path, idx as u32 + 1)).await {
+    let mut ws = match tokio::time::timeout(connect_timeout, handshake(&host, &path, idx as u32 + 1, &connect)).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             eprintln!("client {idx}: {e:#}");
@@ -477,6 +482,10 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
     };
     // The floor's clients are already connected; the others are spawned here.
     let to_spawn = if args.floor { 0 } else { args.clients };
+    let connect: Arc<str> = match &args.connect_payload {
+        Some(payload) => format!("40{payload}").into(),
+        None => "40".into(),
+    };
     for idx in 0..to_spawn {
         let (host, url) = endpoints[idx % endpoints.len()].clone();
         let rx = if idx < senders {
@@ -496,6 +505,7 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
             padding.clone(),
             args.clients,
             connect_timeout,
+            connect.clone(),
         ));
     }
     let deadline = Instant::now() + connect_timeout + Duration::from_secs(5);
@@ -512,10 +522,13 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
     // CPU shares over the connect phase (from the first attempt to now), to tell
     // whether the server or the generator limited the connect time.
     let connect_wall = (now_ns() - connect_start) as f64 / 1e9;
-    let connect_server_util = match (connect_cpu0.0, sum_cpu(&args.server_pids)) {
-        (Some(a), Some(b)) if connect_wall > 0.0 => Some((b - a) / connect_wall),
+    let connect_server_cpu = match (connect_cpu0.0, sum_cpu(&args.server_pids)) {
+        (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
+    let connect_server_util = connect_server_cpu.filter(|_| connect_wall > 0.0).map(|cpu| cpu / connect_wall);
+    // Server CPU per connection made: where an auth mode's verification cost shows.
+    let connect_server_cpu_us_per_conn = connect_server_cpu.filter(|_| connected > 0).map(|cpu| cpu * 1e6 / connected as f64);
     let connect_bench_util = match (connect_cpu0.1, cpu_secs("self")) {
         (Some(a), Some(b)) if connect_wall > 0.0 => Some((b - a) / connect_wall / threads as f64),
         _ => None,
@@ -665,6 +678,7 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
         "dropped": dropped,
         "connect_secs": connect_secs,
         "connect_server_cpu_util": connect_server_util,
+        "connect_server_cpu_us_per_conn": connect_server_cpu_us_per_conn,
         "connect_bench_cpu_util": connect_bench_util,
         "senders": senders,
         "rate": args.rate,

@@ -28,6 +28,9 @@ pub enum KeyError {
     NotAPublicKey,
 }
 
+/// One of the library's PEM readers, each for one key type.
+type PemParser = fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>;
+
 /// A public key read from `auth.jwt.public_key_file`, with the one algorithm family it may verify.
 #[derive(Clone)]
 pub struct PublicKey {
@@ -41,10 +44,7 @@ impl PublicKey {
     /// Reads and classifies a PEM public key.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let pem = std::fs::read(path)?;
-        let attempts: [(
-            fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>,
-            AlgorithmFamily,
-        ); 3] = [
+        let attempts: [(PemParser, AlgorithmFamily); 3] = [
             (DecodingKey::from_rsa_pem, AlgorithmFamily::Rsa),
             (DecodingKey::from_ec_pem, AlgorithmFamily::Ec),
             (DecodingKey::from_ed_pem, AlgorithmFamily::Ed),
