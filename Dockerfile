@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # The ecos container image.
 #
 #   docker build -t ecos .

@@ -12,8 +12,8 @@ closing lines of scripts/test and scripts/test-clients. Standard library only.
 
     junit-summary.py record FILE SUITE NAME passed|failed|skipped [MESSAGE]
         Adds one test case to FILE (created when missing). For the runners
-        that are scripts of ours: scripts/check-deploy, scripts/bench-smoke,
-        the clippy step of scripts/test.
+        that are scripts of ours: scripts/check-deploy, scripts/test-container,
+        scripts/bench-smoke, the clippy step of scripts/test.
 
     junit-summary.py exit-status FILE NAME STATUS
         When a runner exited with STATUS != 0 but FILE records no failure

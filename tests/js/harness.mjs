@@ -117,6 +117,19 @@ export async function startCluster({ ids = ["js-a", "js-b", "js-c"], env = {} } 
   return cluster;
 }
 
+/**
+ * An ecos that this suite did not start (a container, a deployed app), at
+ * `url`. Its id is the `instance` its `/readyz` reports; `stop()` leaves it
+ * running.
+ */
+export async function startExternal(url) {
+  const base = url.replace(/\/+$/, "");
+  const { status, body } = await getJson(`${base}/readyz`);
+  assert.equal(status, 200, `${base}/readyz: ${JSON.stringify(body)}`);
+  const server = { id: body.instance, url: base };
+  return topology(`instance at ${base}`, false, [server], { stop: async () => {} });
+}
+
 // ---------------------------------------------------------------------------
 // HTTP helpers
 // ---------------------------------------------------------------------------
