@@ -152,7 +152,7 @@ impl Application {
             }
             Some(url) => {
                 let gauge = metrics.connected_sockets.clone();
-                let cluster = Cluster::start(
+                let mut cluster = Cluster::start(
                     &settings.redis,
                     url,
                     &settings.instance_id,
@@ -168,6 +168,14 @@ impl Application {
                     if let Err(error) = init.await {
                         tracing::error!(%error, "cannot register a namespace on Redis");
                     }
+                }
+                if settings.emitter.active(true) {
+                    cluster.listen_to_emitter(
+                        &settings.emitter.prefix,
+                        io.clone(),
+                        settings.socketio.parser,
+                        &metrics,
+                    )?;
                 }
                 Wired::new(layer, io, Some(cluster))
             }
