@@ -169,7 +169,9 @@ fn the_emitter_listener_follows_redis_unless_told_otherwise() {
     .expect("ok");
     assert_eq!(mine.emitter.prefix, "backend");
 
-    let cases: &[(&[(&str, &str)], &str, &str)] = &[
+    // (environment, key named in the error, expected form named in the error)
+    type Rejected<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: &[Rejected] = &[
         (
             &[("ECOS_EMITTER__ENABLED", "true")],
             "`emitter.enabled`",
