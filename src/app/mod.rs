@@ -174,6 +174,7 @@ impl Application {
                         &settings.emitter.prefix,
                         io.clone(),
                         settings.socketio.parser,
+                        slow_consumers.clone(),
                         &metrics,
                     )?;
                 }

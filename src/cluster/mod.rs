@@ -53,6 +53,7 @@ use tokio::sync::mpsc;
 use crate::{
     config::{RedisSettings, SocketIoParser, mask},
     metrics::{Metrics, MetricsError},
+    net::SlowConsumers,
 };
 
 pub use driver::ResilientDriver;
@@ -160,6 +161,7 @@ impl Cluster {
         prefix: &str,
         io: SocketIo<A>,
         parser: SocketIoParser,
+        slow_consumers: SlowConsumers,
         metrics: &Metrics,
     ) -> Result<(), ClusterError> {
         let inner = &self.driver.inner;
@@ -168,8 +170,11 @@ impl Cluster {
             inner.shown_url.clone(),
             inner.settings.clone(),
             prefix,
-            io,
-            parser,
+            emitter::Applier {
+                io,
+                parser,
+                slow_consumers,
+            },
             metrics,
         )?;
         self.emitter = Some(listener);

@@ -37,32 +37,49 @@ enum End {
     Lost(String),
 }
 
-/// Warns about undecodable messages at most every five seconds, with the count.
-struct MalformedLog {
+/// Warns about messages that were dropped at most every five seconds, with the count.
+struct WarnEvery {
     /// When the last warning was written.
     last: Option<Instant>,
     /// Malformed messages since then.
     unreported: u64,
 }
 
-impl MalformedLog {
+impl WarnEvery {
     const EVERY: Duration = Duration::from_secs(5);
 
-    fn record(&mut self, channel: &[u8], reason: &str) {
+    fn new() -> Self {
+        Self {
+            last: None,
+            unreported: 0,
+        }
+    }
+
+    /// Counts one; returns the count to report when a warning is due.
+    fn due(&mut self) -> Option<u64> {
         self.unreported += 1;
         if self.last.is_some_and(|at| at.elapsed() < Self::EVERY) {
-            return;
+            return None;
         }
+        self.last = Some(Instant::now());
+        Some(std::mem::take(&mut self.unreported))
+    }
+
+    fn malformed(&mut self, channel: &[u8], reason: &str) {
+        let Some(count) = self.due() else { return };
         // Channel names are chosen by the publisher: keep the line short.
         let channel = String::from_utf8_lossy(&channel[..channel.len().min(200)]).into_owned();
         tracing::warn!(
-            count = self.unreported,
+            count,
             %channel,
             reason,
             "emitter message ignored: it is not socket.io's Redis format"
         );
-        self.last = Some(Instant::now());
-        self.unreported = 0;
+    }
+
+    fn failed(&mut self, reason: &str) {
+        let Some(count) = self.due() else { return };
+        tracing::warn!(count, reason, "emitter message could not be applied");
     }
 }
 
@@ -75,10 +92,8 @@ impl Link {
     ) {
         let mut backoff = Backoff::new();
         let mut connected_before = false;
-        let mut malformed = MalformedLog {
-            last: None,
-            unreported: 0,
-        };
+        let mut malformed = WarnEvery::new();
+        let mut failed = WarnEvery::new();
         loop {
             let attempt = tokio::select! {
                 attempt = self.connect() => attempt,
@@ -100,7 +115,13 @@ impl Link {
                     }
                     connected_before = true;
                     let end = self
-                        .listen(&applier, sink, stream, &mut stop, &mut malformed)
+                        .listen(
+                            &applier,
+                            sink,
+                            stream,
+                            &mut stop,
+                            [&mut malformed, &mut failed],
+                        )
                         .await;
                     self.metrics.up.set(0);
                     match end {
@@ -154,7 +175,7 @@ impl Link {
         mut sink: PubSubSink,
         mut stream: PubSubStream,
         stop: &mut oneshot::Receiver<()>,
-        malformed: &mut MalformedLog,
+        [malformed, failed]: [&mut WarnEvery; 2],
     ) -> End {
         let timeout = self.settings.command_timeout;
         let mut health = tokio::time::interval(Duration::from_secs(1));
@@ -177,11 +198,9 @@ impl Link {
                             self.metrics.count(error.kind());
                             match error {
                                 super::ApplyError::Malformed(reason) => {
-                                    malformed.record(&channel, &reason.to_string());
+                                    malformed.malformed(&channel, &reason.to_string());
                                 }
-                                super::ApplyError::Failed(reason) => {
-                                    tracing::warn!(%reason, "emitter message could not be applied");
-                                }
+                                super::ApplyError::Failed(reason) => failed.failed(&reason),
                             }
                         }
                     }

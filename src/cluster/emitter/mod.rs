@@ -26,12 +26,15 @@ pub mod wire;
 use std::sync::Mutex;
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
-use socketioxide::{SocketIo, adapter::Adapter, operators::BroadcastOperators};
+use socketioxide::{
+    BroadcastError, SocketError, SocketIo, adapter::Adapter, operators::BroadcastOperators,
+};
 use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::{
     config::{RedisSettings, SocketIoParser},
     metrics::{Metrics, MetricsError},
+    net::SlowConsumers,
     realtime::args::Args,
 };
 
@@ -65,7 +68,7 @@ impl EmitterMetrics {
             messages_total: IntCounterVec::new(
                 Opts::new(
                     "emitter_messages_total",
-                    "Messages in socket.io's Redis format received from emitters, by what was done: emit, join, leave, disconnect, ignored (another namespace, or a request ecos does not serve), malformed (could not be decoded), failed (decoded but not applied).",
+                    "Messages in socket.io's Redis format received from emitters, by what was done: emit, join, leave, disconnect, ignored (another namespace, or a request ecos does not serve), malformed (could not be decoded), failed (decoded, but not every selected socket could take it).",
                 ),
                 &["kind"],
             )?,
@@ -102,19 +105,17 @@ pub struct EmitterListener {
 
 impl EmitterListener {
     /// Starts listening on `prefix` (the emitter's `key`), applying what
-    /// arrives to the local sockets of `io`; does not wait for Redis.
+    /// arrives with `applier`; does not wait for Redis.
     pub(super) fn start<A: Adapter>(
         client: redis::Client,
         shown_url: String,
         settings: RedisSettings,
         prefix: &str,
-        io: SocketIo<A>,
-        parser: SocketIoParser,
+        applier: Applier<A>,
         metrics: &Metrics,
     ) -> Result<Self, MetricsError> {
         let metrics = EmitterMetrics::new(metrics)?;
         let (stop, stopped) = oneshot::channel();
-        let applier = Applier { io, parser };
         let link = link::Link {
             client,
             shown_url,
@@ -166,11 +167,13 @@ impl ApplyError {
 }
 
 /// Applies decoded messages to this instance's sockets.
-struct Applier<A: Adapter> {
+pub(super) struct Applier<A: Adapter> {
     /// The Socket.IO server; every operation is made `.local()`.
-    io: SocketIo<A>,
+    pub(super) io: SocketIo<A>,
     /// The clients' parser, which decides how dates are sent.
-    parser: SocketIoParser,
+    pub(super) parser: SocketIoParser,
+    /// Closes the clients whose full queues refused a broadcast, as for client broadcasts.
+    pub(super) slow_consumers: SlowConsumers,
 }
 
 impl<A: Adapter> Applier<A> {
@@ -191,11 +194,24 @@ impl<A: Adapter> Applier<A> {
                             .map(|v| values::for_clients(v, self.parser))
                             .collect(),
                     );
-                    self.local(b.target)
-                        .emit(b.event, &args)
-                        .await
-                        .map_err(|e| ApplyError::Failed(format!("emit: {e}")))?;
-                    Ok("emit")
+                    match self.local(b.target).emit(b.event, &args).await {
+                        Ok(()) => Ok("emit"),
+                        Err(BroadcastError::Socket(errors)) => {
+                            // `Closed`: the socket left meanwhile; nothing was lost.
+                            let full = errors
+                                .iter()
+                                .filter(|e| matches!(e, SocketError::InternalChannelFull))
+                                .count();
+                            if full == 0 {
+                                return Ok("emit");
+                            }
+                            let closed = self.slow_consumers.close_stalled();
+                            Err(ApplyError::Failed(format!(
+                                "emit: {full} full queue(s); closed {closed} slow consumer(s)"
+                            )))
+                        }
+                        Err(e) => Err(ApplyError::Failed(format!("emit: {e}"))),
+                    }
                 }
             },
             ChannelKind::Request => match wire::decode_request(payload)? {
