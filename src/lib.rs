@@ -14,7 +14,7 @@
 //! - [`auth`]: who may connect (JWT, JWKS), the user room, room permissions; `ecos token`.
 //! - [`realtime`]: the Socket.IO event contract: the event table, one dispatch path, one file per event family.
 //! - [`hub`]: the type-erased handle on the Socket.IO server that HTTP and the app use, whatever the adapter.
-//! - [`cluster`]: the Redis adapter's self-healing driver, its supervisor, cluster stats.
+//! - [`cluster`]: the Redis adapter's self-healing driver, its supervisor, cluster stats, and the listener for the official Redis emitter.
 //! - [`metrics`]: the Prometheus registry and the app's metrics.
 //! - [`telemetry`]: the tracing subscriber (text or JSON on stdout).
 //! - [`healthcheck`]: the `ecos healthcheck` subcommand for container health checks.

@@ -4,16 +4,23 @@
 // with the ack `{ ok: true }`. With REDIS_URL set it uses the official Redis
 // adapter, so two processes behave as one cluster, like ecos with REDIS_URL.
 //
+// With REDIS_URL set it also receives what `@socket.io/redis-emitter` publishes
+// under REDIS_PREFIX, which the emitter tests (tests/js/emitter.test.mjs)
+// use as the reference for what clients should see.
+//
 // Env: PORT (default 0 = a free port), REDIS_URL (optional), REDIS_PREFIX
-// (channel prefix, default "socket.io"), INSTANCE_ID. Prints one line
-// `listening <port>` once it accepts connections.
+// (channel prefix, default "socket.io"), INSTANCE_ID, PARSER (`msgpack` for
+// socket.io-msgpack-parser, like ecos's `socketio.parser = msgpack`). Prints
+// one line `listening <port>` once it accepts connections.
 import { createServer } from "node:http";
 import { randomBytes } from "node:crypto";
 import { Server } from "socket.io";
 
 const instance = process.env.INSTANCE_ID || `node-${randomBytes(4).toString("hex")}`;
+const parser = process.env.PARSER === "msgpack" ? (await import("socket.io-msgpack-parser")).default : undefined;
 const httpServer = createServer();
 const io = new Server(httpServer, {
+  ...(parser ? { parser } : {}),
   pingInterval: 25_000, // ecos: socketio.ping_interval_secs = 25
   pingTimeout: 20_000, // ecos: socketio.ping_timeout_secs = 20
   connectTimeout: 45_000, // ecos: socketio.connect_timeout_secs = 45

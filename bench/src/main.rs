@@ -9,6 +9,10 @@
 //! instant>, "seq": n}` at a fixed aggregate rate (open loop, driven by a
 //! ticker) or as fast as possible. Every client records `now - t` of each
 //! `message` it receives in an HDR histogram and counts the deliveries.
+//!
+//! With `--emitter-redis`, the broadcasts enter through Redis instead, as
+//! `@socket.io/redis-emitter` publishes them (`emitter`), and every client
+//! receives every one.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -19,6 +23,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
+mod emitter;
 mod floor;
 mod wire;
 use wire::{Frame, Ws};
@@ -90,6 +95,14 @@ struct Args {
     /// for a server in `auth.mode = jwt`).
     #[arg(long)]
     connect_payload: Option<String>,
+    /// Publish the broadcasts to this Redis (redis://host:port) in
+    /// `@socket.io/redis-emitter`'s format instead of having clients send
+    /// them; no client sends, every client receives.
+    #[arg(long, conflicts_with = "floor")]
+    emitter_redis: Option<String>,
+    /// The emitter's `key` option (channel prefix) with --emitter-redis.
+    #[arg(long, default_value = "socket.io", requires = "emitter_redis")]
+    emitter_prefix: String,
 }
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -453,7 +466,9 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
     if args.clients < 2 {
         bail!("--clients must be at least 2");
     }
-    let senders = args.senders.clamp(1, args.clients);
+    let through_emitter = args.emitter_redis.is_some();
+    // Through the emitter no client sends.
+    let senders = if through_emitter { 0 } else { args.senders.clamp(1, args.clients) };
     let count = match (args.count, args.duration) {
         (Some(c), _) => c,
         (None, d) => {
@@ -544,7 +559,14 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
     let floor_writer = floor_conns.map(|conns| {
         floor::write(conns, args.rate, count, padding.clone(), args.floor_cpu, shared.clone())
     });
-    if count > 0 && connected >= 2 && !args.floor {
+    let publisher = match &args.emitter_redis {
+        Some(url) if count > 0 && connected >= 2 => {
+            let publisher = emitter::Publisher::connect(url, &args.emitter_prefix).await?;
+            Some(tokio::spawn(publisher.run(args.rate, count, padding.clone(), shared.clone())))
+        }
+        _ => None,
+    };
+    if count > 0 && connected >= 2 && !args.floor && !through_emitter {
         if args.rate > 0.0 {
             let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -570,9 +592,16 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let send_end = now_ns();
+    if let Some(publisher) = publisher
+        && publisher.is_finished()
+    {
+        publisher.await??;
+    }
     let sent = shared.sent.load(Ordering::Relaxed);
-    // A sender does not get its own broadcast; the floor has no sender among its clients.
-    let expected = sent * (holding.saturating_sub(usize::from(!args.floor))) as u64;
+    // A sender does not get its own broadcast; the floor and the emitter have
+    // no sender among the clients.
+    let no_sender = args.floor || through_emitter;
+    let expected = sent * (holding.saturating_sub(usize::from(!no_sender))) as u64;
     if count > 0 {
         let mut last_seen = shared.delivered.load(Ordering::Relaxed);
         let mut last_change = Instant::now();
@@ -580,8 +609,8 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let d = shared.delivered.load(Ordering::Relaxed);
             let acks = shared.acked_ok.load(Ordering::Relaxed) + shared.acked_other.load(Ordering::Relaxed);
-            // The floor's writer asks for no acks.
-            if d >= expected && (acks >= sent || args.floor) {
+            // The floor's writer and the emitter ask for no acks.
+            if d >= expected && (acks >= sent || no_sender) {
                 break;
             }
             if d != last_seen {
@@ -672,6 +701,7 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
         "label": args.label,
         "urls": args.urls,
         "floor": args.floor,
+        "source": if args.floor { "floor" } else if through_emitter { "emitter" } else { "clients" },
         "clients": args.clients,
         "connected": connected,
         "failed": failed,

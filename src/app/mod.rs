@@ -171,7 +171,7 @@ impl Application {
             }
             Some(url) => {
                 let gauge = metrics.connected_sockets.clone();
-                let cluster = Cluster::start(
+                let mut cluster = Cluster::start(
                     &settings.redis,
                     url,
                     &settings.instance_id,
@@ -187,6 +187,15 @@ impl Application {
                     if let Err(error) = init.await {
                         tracing::error!(%error, "cannot register a namespace on Redis");
                     }
+                }
+                if settings.emitter.active(true) {
+                    cluster.listen_to_emitter(
+                        &settings.emitter.prefix,
+                        io.clone(),
+                        settings.socketio.parser,
+                        slow_consumers.clone(),
+                        &metrics,
+                    )?;
                 }
                 Wired::new(layer, io, Some(cluster))
             }

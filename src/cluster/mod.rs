@@ -21,12 +21,16 @@
 //! - [`driver`]: the [`Driver`](socketioxide_redis::drivers::Driver) socketioxide-redis calls;
 //! - `supervisor`: owns the connections, reconnects with backoff, pings;
 //! - `stats`: the cluster-wide socket count `/readyz` reports;
-//! - `metrics`: the `ecos_redis_*` and `ecos_cluster_*` series.
+//! - `metrics`: the `ecos_redis_*` and `ecos_cluster_*` series;
+//! - [`emitter`]: the listener for socket.io's own Redis format, so that
+//!   `@socket.io/redis-emitter` reaches ecos's clients.
 //!
 //! Each instance holds two Redis connections, whatever its client count: one
-//! in pub/sub mode and one multiplexed connection for commands.
+//! in pub/sub mode and one multiplexed connection for commands; a third, in
+//! pub/sub mode, while the emitter listener runs (`emitter.enabled`).
 
 pub mod driver;
+pub mod emitter;
 mod metrics;
 mod stats;
 mod supervisor;
@@ -39,16 +43,21 @@ use std::{
     },
 };
 
-use socketioxide::adapter::Emitter;
+use socketioxide::{
+    SocketIo,
+    adapter::{Adapter, Emitter},
+};
 use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::sync::mpsc;
 
 use crate::{
-    config::{RedisSettings, mask},
+    config::{RedisSettings, SocketIoParser, mask},
     metrics::{Metrics, MetricsError},
+    net::SlowConsumers,
 };
 
 pub use driver::ResilientDriver;
+pub use emitter::EmitterListener;
 pub use stats::ClusterStats;
 
 use driver::{Control, Inner};
@@ -84,6 +93,8 @@ pub struct Cluster {
     stats_key: String,
     /// This instance's id in that hash.
     node: String,
+    /// The emitter listener, when `emitter.enabled`.
+    emitter: Option<EmitterListener>,
 }
 
 impl Cluster {
@@ -137,7 +148,36 @@ impl Cluster {
             config,
             stats_key,
             node: node.to_owned(),
+            emitter: None,
         })
+    }
+
+    /// Starts listening to socket.io's own Redis format under `prefix` (the
+    /// emitter's `key`), on a connection of its own, applying what arrives to
+    /// the local sockets of `io`. Does not wait for Redis.
+    pub fn listen_to_emitter<A: Adapter>(
+        &mut self,
+        prefix: &str,
+        io: SocketIo<A>,
+        parser: SocketIoParser,
+        slow_consumers: SlowConsumers,
+        metrics: &Metrics,
+    ) -> Result<(), ClusterError> {
+        let inner = &self.driver.inner;
+        let listener = EmitterListener::start(
+            inner.client.clone(),
+            inner.shown_url.clone(),
+            inner.settings.clone(),
+            prefix,
+            emitter::Applier {
+                io,
+                parser,
+                slow_consumers,
+            },
+            metrics,
+        )?;
+        self.emitter = Some(listener);
+        Ok(())
     }
 
     /// The constructor state socketioxide's builder takes for the adapter.
@@ -155,9 +195,12 @@ impl Cluster {
         self.driver.inner.stats()
     }
 
-    /// Leaves the cluster: removes this node from the stats, stops the
-    /// supervisor and closes the Redis connections.
+    /// Leaves the cluster: stops the emitter listener, removes this node from
+    /// the stats, stops the supervisor and closes the Redis connections.
     pub async fn stop(&self) {
+        if let Some(emitter) = &self.emitter {
+            emitter.stop().await;
+        }
         let inner = &self.driver.inner;
         inner.stopped.store(true, Ordering::SeqCst);
         stats::stats_round(inner, &self.stats_key, &self.node, None).await;

@@ -15,8 +15,9 @@ use tokio::sync::mpsc;
 use super::driver::{Control, Inner, now_ms};
 
 /// Exponential backoff from 100 ms to 5 s with jitter, so a fleet of
-/// instances does not reconnect in lockstep after an outage.
-struct Backoff {
+/// instances does not reconnect in lockstep after an outage. The emitter
+/// listener's connection uses it too.
+pub(super) struct Backoff {
     /// The next base delay.
     next: Duration,
 }
@@ -25,15 +26,23 @@ impl Backoff {
     const FIRST: Duration = Duration::from_millis(100);
     const MAX: Duration = Duration::from_secs(5);
 
-    fn new() -> Self {
+    /// Starts at the first delay.
+    pub(super) fn new() -> Self {
         Self { next: Self::FIRST }
     }
 
-    fn reset(&mut self) {
+    /// Back to the first delay, after a success.
+    pub(super) fn reset(&mut self) {
         self.next = Self::FIRST;
     }
 
-    fn next_delay(&mut self) -> Duration {
+    /// Whether the next delay is the first: the first failure of an outage.
+    pub(super) fn is_first(&self) -> bool {
+        self.next == Self::FIRST
+    }
+
+    /// The delay to wait now; doubles the next one.
+    pub(super) fn next_delay(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(Self::MAX);
         // Up to 25 % jitter, from the clock's low bits: good enough to spread retries.
@@ -74,7 +83,7 @@ pub(super) async fn supervise(weak: Weak<Inner>, mut control: mpsc::UnboundedRec
             Err(reason) => {
                 inner.metrics.connect_failures_total.inc();
                 // Warn on the first failure of an outage, then only at debug.
-                if backoff.next == Backoff::FIRST {
+                if backoff.is_first() {
                     tracing::warn!(url = %inner.shown_url, %reason, "cannot connect to redis; retrying with backoff");
                 } else {
                     tracing::debug!(url = %inner.shown_url, %reason, "redis connection attempt failed");

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use super::{
-    AuthMode, ConfigError, LogFormat, Settings, Shown, SocketIoParser,
+    AuthMode, ConfigError, EmitterMode, LogFormat, Settings, Shown, SocketIoParser,
     parse::{self, Raw},
 };
 
@@ -629,6 +629,37 @@ pub const KEYS: &[Key] = &[
             Ok(())
         },
         show: |s| Shown::flag(s.auth.jwt.require_exp),
+    },
+    Key {
+        name: "emitter.enabled",
+        default: "auto",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Listen to socket.io's own Redis format, so an unchanged `@socket.io/redis-emitter` (or another compatible emitter) reaches ecos's clients. `auto` means on when `redis.url` is set; `true` requires `redis.url`; `false` turns it off. Uses one more Redis connection per instance. See [docs/server-api.md](docs/server-api.md#the-official-redis-emitter)."#,
+        apply: |s, v| {
+            s.emitter.enabled = v.choice(
+                &[
+                    ("auto", EmitterMode::Auto),
+                    ("true", EmitterMode::On),
+                    ("false", EmitterMode::Off),
+                ],
+                "`auto`, `true` or `false`",
+            )?;
+            Ok(())
+        },
+        show: |s| Shown::text(s.emitter.enabled),
+    },
+    Key {
+        name: "emitter.prefix",
+        default: "socket.io",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"The emitter's `key` option: ecos listens on `<prefix>#/#…` and `<prefix>-request#/#`. Must differ from `redis.prefix`. Do not share it with Node socket.io servers (see the linked section). No `#` or spaces."#,
+        apply: |s, v| {
+            s.emitter.prefix = parse::emitter_prefix(v)?;
+            Ok(())
+        },
+        show: |s| Shown::text(&s.emitter.prefix),
     },
 ];
 

@@ -6,7 +6,7 @@ use std::{collections::HashMap, path::PathBuf};
 use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
 
 use super::{
-    ConfigError, Settings, Shown,
+    ConfigError, EmitterMode, Settings, Shown,
     keys::{self, KEYS, OTHER_ECOS_VARS},
     parse::{self, Raw},
 };
@@ -112,6 +112,31 @@ fn validate(settings: &Settings) -> Result<(), ConfigError> {
             value: path.display().to_string(),
             message: e.to_string(),
         })?;
+    }
+    let emitter = &settings.emitter;
+    if emitter.enabled == EmitterMode::On && settings.redis.url.is_none() {
+        return Err(ConfigError::Invalid {
+            key: "emitter.enabled",
+            value: emitter.enabled.to_string(),
+            expected: "`auto` or `false` while `redis.url` is unset: the emitter reaches ecos through Redis",
+            origin: "",
+        });
+    }
+    // ecos's own adapter uses `<redis.prefix>-request#…` and `<redis.prefix>-response#…`:
+    // the emitter's channels must not overlap them.
+    let own = &settings.redis.prefix;
+    let clashes = [
+        own.clone(),
+        format!("{own}-request"),
+        format!("{own}-response"),
+    ];
+    if emitter.active(settings.redis.url.is_some()) && clashes.contains(&emitter.prefix) {
+        return Err(ConfigError::Invalid {
+            key: "emitter.prefix",
+            value: emitter.prefix.clone(),
+            expected: "a prefix other than `redis.prefix` (and its `-request` and `-response` forms), whose channels ecos's own adapter uses",
+            origin: "",
+        });
     }
     Ok(())
 }

@@ -150,6 +150,8 @@ pub struct Settings {
     pub readiness: ReadinessSettings,
     /// Who may connect, and what a connection may do.
     pub auth: AuthSettings,
+    /// The listener for socket.io's own Redis format (`@socket.io/redis-emitter`).
+    pub emitter: EmitterSettings,
 }
 
 /// Async runtime settings.
@@ -271,6 +273,49 @@ pub struct RedisSettings {
     pub stats_interval: Duration,
 }
 
+/// Whether ecos listens to the official Redis emitter's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmitterMode {
+    /// On when `redis.url` is set, off otherwise.
+    #[default]
+    Auto,
+    /// On; `redis.url` must be set.
+    On,
+    /// Off, whatever the Redis setting.
+    Off,
+}
+
+/// The listener for socket.io's own Redis wire format, so that
+/// `@socket.io/redis-emitter` (and compatible emitters) reach ecos's clients.
+#[derive(Debug, Clone, Default)]
+pub struct EmitterSettings {
+    /// `auto`, `true` or `false`.
+    pub enabled: EmitterMode,
+    /// The emitter's `key` option: channels are `<prefix>#/#…` and `<prefix>-request#/#`.
+    pub prefix: String,
+}
+
+impl EmitterSettings {
+    /// Whether the listener runs, given whether Redis is configured.
+    pub fn active(&self, redis_configured: bool) -> bool {
+        match self.enabled {
+            EmitterMode::Auto => redis_configured,
+            EmitterMode::On => true,
+            EmitterMode::Off => false,
+        }
+    }
+}
+
+impl fmt::Display for EmitterMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EmitterMode::Auto => "auto",
+            EmitterMode::On => "true",
+            EmitterMode::Off => "false",
+        })
+    }
+}
+
 /// What `/readyz` requires before it answers 200.
 #[derive(Debug, Clone, Default)]
 pub struct ReadinessSettings {
@@ -368,6 +413,7 @@ impl Default for Settings {
             redis: RedisSettings::default(),
             readiness: ReadinessSettings::default(),
             auth: AuthSettings::default(),
+            emitter: EmitterSettings::default(),
         }
     }
 }

@@ -301,7 +301,17 @@ pub fn redis_prefix(v: &Raw<'_>) -> Result<String, ConfigError> {
             .map(|app| format!("ecos-{app}"))
             .unwrap_or_else(|| "ecos".to_owned())
     });
-    // The adapter separates channel parts with `#`.
+    channel_prefix(v, prefix)
+}
+
+/// `emitter.prefix`: the emitter's `key`, `socket.io` unless set.
+pub fn emitter_prefix(v: &Raw<'_>) -> Result<String, ConfigError> {
+    let prefix = v.non_empty().unwrap_or_else(|| "socket.io".to_owned());
+    channel_prefix(v, prefix)
+}
+
+/// A channel prefix: both formats separate channel parts with `#`.
+fn channel_prefix(v: &Raw<'_>, prefix: String) -> Result<String, ConfigError> {
     let valid = prefix.len() <= 64 && prefix.chars().all(|c| c.is_ascii_graphic() && c != '#');
     if valid {
         Ok(prefix)

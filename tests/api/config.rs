@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, io::Write, process::Command, time::Duration};
 
-use ecos::config::{ConfigError, CorsPolicy, LogFormat, Settings, Sources};
+use ecos::config::{ConfigError, CorsPolicy, EmitterMode, LogFormat, Settings, Sources};
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
@@ -142,6 +142,81 @@ fn redis_settings_follow_the_platform() {
         !load(&[]).expect("ok").redis.tls_insecure,
         "verification stays on by default"
     );
+}
+
+#[test]
+fn the_emitter_listener_follows_redis_unless_told_otherwise() {
+    let without_redis = load(&[]).expect("ok");
+    assert_eq!(without_redis.emitter.enabled, EmitterMode::Auto);
+    assert_eq!(without_redis.emitter.prefix, "socket.io");
+    assert!(
+        !without_redis
+            .emitter
+            .active(without_redis.redis.url.is_some())
+    );
+    let with_redis = load(&[("REDIS_URL", "redis://h:6379")]).expect("ok");
+    assert!(with_redis.emitter.active(with_redis.redis.url.is_some()));
+    let off = load(&[
+        ("REDIS_URL", "redis://h:6379"),
+        ("ECOS_EMITTER__ENABLED", "false"),
+    ])
+    .expect("ok");
+    assert!(!off.emitter.active(true));
+    let mine = load(&[
+        ("REDIS_URL", "redis://h:6379"),
+        ("ECOS_EMITTER__PREFIX", "backend"),
+    ])
+    .expect("ok");
+    assert_eq!(mine.emitter.prefix, "backend");
+
+    // (environment, key named in the error, expected form named in the error)
+    type Rejected<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: &[Rejected] = &[
+        (
+            &[("ECOS_EMITTER__ENABLED", "true")],
+            "`emitter.enabled`",
+            "while `redis.url` is unset",
+        ),
+        (
+            &[("ECOS_EMITTER__ENABLED", "sometimes")],
+            "`emitter.enabled`",
+            "`auto`, `true` or `false`",
+        ),
+        (
+            &[("ECOS_EMITTER__PREFIX", "a b")],
+            "`emitter.prefix`",
+            "without `#` or spaces",
+        ),
+        (
+            &[
+                ("REDIS_URL", "redis://h:6379"),
+                ("ECOS_REDIS__PREFIX", "same"),
+                ("ECOS_EMITTER__PREFIX", "same"),
+            ],
+            "`emitter.prefix`",
+            "other than `redis.prefix`",
+        ),
+        (
+            &[
+                ("REDIS_URL", "redis://h:6379"),
+                ("ECOS_REDIS__PREFIX", "app"),
+                ("ECOS_EMITTER__PREFIX", "app-request"),
+            ],
+            "`emitter.prefix`",
+            "other than `redis.prefix`",
+        ),
+    ];
+    for (pairs, key, expected) in cases {
+        let message = load(pairs).expect_err("must be rejected").to_string();
+        assert!(message.contains(key), "{pairs:?}: {message}");
+        assert!(message.contains(expected), "{pairs:?}: {message}");
+    }
+    // Without Redis the listener is off, so its prefix cannot clash.
+    load(&[
+        ("ECOS_REDIS__PREFIX", "same"),
+        ("ECOS_EMITTER__PREFIX", "same"),
+    ])
+    .expect("no clash while the listener is off");
 }
 
 #[test]

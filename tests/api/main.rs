@@ -8,6 +8,7 @@ mod cluster;
 mod config;
 mod connections;
 mod contract;
+mod emitter;
 mod fuzz;
 mod hardening;
 mod helpers;

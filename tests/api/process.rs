@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// A running `ecos` process and the start-up fields it logged.
-struct Process {
+pub(crate) struct Process {
     /// The child process.
     child: Child,
     /// Fields of the JSON "ecos started" line.
@@ -31,7 +31,7 @@ struct Process {
 
 /// Starts the binary with a clean environment plus `env`, JSON logs, and
 /// waits for its start-up line.
-fn start(env: &[(&str, String)]) -> Process {
+pub(crate) fn start(env: &[(&str, String)]) -> Process {
     start_command(Command::new(env!("CARGO_BIN_EXE_ecos")), env)
 }
 
@@ -111,6 +111,21 @@ impl Process {
         })
         .await;
         (status.code(), started.elapsed())
+    }
+
+    /// Waits for a logged line with this message and returns it (JSON);
+    /// the lines before it are consumed.
+    pub(crate) fn wait_logged(&self, message: &str, within: Duration) -> Option<serde_json::Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["fields"]["message"] == json!(message)
+            {
+                return Some(v);
+            }
+        }
     }
 
     /// Whether a logged line with this message arrived already.
