@@ -128,6 +128,10 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// What `/readyz` requires before it answers 200.
     pub readiness: ReadinessSettings,
+    /// The HTTP server API for backends (`/api/v1/...`).
+    pub api: ApiSettings,
+    /// Who may read `/metrics`.
+    pub metrics: MetricsSettings,
 }
 
 /// Async runtime settings.
@@ -259,6 +263,53 @@ pub struct ReadinessSettings {
     pub require_redis: bool,
 }
 
+/// A secret setting (an API key, a token): its `Debug` form never shows it,
+/// so a settings dump or a panic message cannot leak it into the logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one comparison that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+/// The HTTP server API for backends.
+#[derive(Debug, Clone, Default)]
+pub struct ApiSettings {
+    /// Keys a backend may send as `Authorization: Bearer <key>`; several at
+    /// once allow rotation. Empty: the API is off and every `/api/` route is 404.
+    pub keys: Vec<Secret>,
+    /// Largest request body the API reads; larger gets 413.
+    pub max_body_bytes: usize,
+}
+
+impl ApiSettings {
+    /// Whether the API is served (at least one key is configured).
+    pub fn enabled(&self) -> bool {
+        !self.keys.is_empty()
+    }
+}
+
+/// Who may read `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSettings {
+    /// When set, `/metrics` answers 401 without `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+}
+
 impl Default for Settings {
     /// Empty values, each overwritten by its key's default when loading.
     fn default() -> Self {
@@ -277,6 +328,8 @@ impl Default for Settings {
             demo: DemoSettings::default(),
             redis: RedisSettings::default(),
             readiness: ReadinessSettings::default(),
+            api: ApiSettings::default(),
+            metrics: MetricsSettings::default(),
         }
     }
 }
@@ -319,6 +372,9 @@ pub enum Shown {
     Unset,
     /// A value made up at start-up, which a saved file must not pin.
     Generated(String),
+    /// A secret that is set: printed as a comment saying so (e.g. `2 keys`),
+    /// never as a value a saved file would then hold.
+    Hidden(String),
 }
 
 impl Shown {

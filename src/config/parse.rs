@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, str::FromStr, time::Duration};
 
-use super::{ConfigError, CorsPolicy};
+use super::{ConfigError, CorsPolicy, Secret};
 
 /// The text of one key, with what its parser needs to report an error.
 pub struct Raw<'a> {
@@ -256,6 +256,46 @@ pub fn redis_prefix(v: &Raw<'_>) -> Result<String, ConfigError> {
             &prefix,
             "at most 64 visible ASCII characters, without `#` or spaces",
         ))
+    }
+}
+
+/// What a secret (an API key, the metrics token) may be made of.
+pub const SECRET_FORM: &str =
+    "1 to 512 visible ASCII characters without spaces or commas (e.g. the output of `openssl rand -hex 32`)";
+
+/// `api.keys`: a comma-separated list of secrets (empty: none). An invalid one
+/// is reported masked, so the error line never shows a key.
+pub fn secrets(v: &Raw<'_>) -> Result<Vec<Secret>, ConfigError> {
+    let mut keys = Vec::new();
+    for key in v.text.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        keys.push(secret_value(v, key)?);
+    }
+    Ok(keys)
+}
+
+/// `metrics.token`: one secret, or unset when empty.
+pub fn secret(v: &Raw<'_>) -> Result<Option<Secret>, ConfigError> {
+    match v.text.trim() {
+        "" => Ok(None),
+        token => secret_value(v, token).map(Some),
+    }
+}
+
+fn secret_value(v: &Raw<'_>, value: &str) -> Result<Secret, ConfigError> {
+    let valid = (1..=512).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_graphic() && b != b',');
+    if valid {
+        Ok(Secret::new(value))
+    } else {
+        Err(v.invalid_value("****", SECRET_FORM))
+    }
+}
+
+/// How `--print-config` describes a list of secrets: how many, never what.
+pub fn describe_secrets(count: usize) -> String {
+    match count {
+        1 => "1 key".to_owned(),
+        n => format!("{n} keys"),
     }
 }
 
