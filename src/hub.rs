@@ -278,7 +278,10 @@ fn settle(result: Result<(), BroadcastError>) -> Result<(), HubError> {
     match result {
         Ok(()) => Ok(()),
         Err(BroadcastError::Socket(errors)) => {
-            tracing::debug!(refused = errors.len(), "some local sockets refused a hub operation");
+            tracing::debug!(
+                refused = errors.len(),
+                "some local sockets refused a hub operation"
+            );
             Ok(())
         }
         Err(BroadcastError::Serialize(e)) => Err(HubError::Encode(e.to_string())),

@@ -260,8 +260,7 @@ pub fn redis_prefix(v: &Raw<'_>) -> Result<String, ConfigError> {
 }
 
 /// What a secret (an API key, the metrics token) may be made of.
-pub const SECRET_FORM: &str =
-    "1 to 512 visible ASCII characters without spaces or commas (e.g. the output of `openssl rand -hex 32`)";
+pub const SECRET_FORM: &str = "1 to 512 visible ASCII characters without spaces or commas (e.g. the output of `openssl rand -hex 32`)";
 
 /// `api.keys`: a comma-separated list of secrets (empty: none). An invalid one
 /// is reported masked, so the error line never shows a key.
