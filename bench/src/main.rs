@@ -101,8 +101,8 @@ struct Args {
     /// everyone) again as soon as the answer is back.
     #[arg(long, conflicts_with_all = ["count", "duration", "floor"])]
     api_flood: Option<f64>,
-    /// Keep-alive connections of --api-flood.
-    #[arg(long, default_value_t = 16)]
+    /// Keep-alive connections of --api-flood (a backend's connection pool).
+    #[arg(long, default_value_t = 64)]
     api_connections: usize,
 }
 
