@@ -36,6 +36,8 @@ COLUMNS = [
     ("server CPU %", lambda r: None if r.get("server_cpu_util") is None or not r["count"] else 100 * r["server_cpu_util"], "{:.0f}"),
     ("CPU µs/delivery", lambda r: r.get("server_cpu_us_per_delivery"), "{:.2f}"),
     ("bench CPU %", lambda r: None if r.get("bench_cpu_util") is None or not r["count"] else 100 * r["bench_cpu_util"], "{:.0f}"),
+    ("API req/s", lambda r: r.get("api_requests_per_sec"), "{:.0f}"),
+    ("API p99 ms", lambda r: (r.get("api_request_ms") or {}).get("p99"), "{:.2f}"),
 ]
 
 
@@ -55,7 +57,8 @@ def main(path):
             cells.append(str(len(runs)) if get is None else cell([get(r) for r in runs], fmt))
         print(f"| {scenario} | {server} | " + " | ".join(cells) + " |")
     print("\nmedian (min–max) over the runs; server CPU % is of one core during the send phase and drain;"
-          " bench CPU % is of the load generator's cores in the same span.")
+          " bench CPU % is of the load generator's cores in the same span; API req/s and API p99 ms"
+          " (api-rps) are emit requests answered 200 per second over keep-alive connections, and their round trip.")
 
 
 if __name__ == "__main__":

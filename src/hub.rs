@@ -7,10 +7,16 @@
 //! invisible elsewhere. The listing helpers are shared with the realtime
 //! handlers, so a client's `rooms` and a server-side listing are bounded alike.
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{collections::HashSet, future::Future, pin::Pin, str::FromStr, sync::Arc};
 
 use serde::Serialize;
-use socketioxide::{SocketIo, adapter::Adapter, operators::BroadcastOperators};
+use socketioxide::{
+    BroadcastError, SocketIo,
+    adapter::Adapter,
+    extract::SocketRef,
+    operators::BroadcastOperators,
+    socket::{RemoteActionError, RemoteSocket, Sid},
+};
 
 use crate::{
     cluster::{Cluster, ClusterStats},
@@ -27,13 +33,25 @@ pub const MAX_LISTED_ROOMS: usize = 1000;
 pub const MAX_LISTED_SOCKETS: usize = 1000;
 
 /// Which sockets an operation applies to: everyone, or the members of some
-/// rooms, minus the members of others.
+/// rooms and some sockets named by id, minus the members of other rooms.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selector {
-    /// Sockets in any of these rooms; empty means every socket.
+    /// Sockets in any of these rooms; with `sockets` also empty, every socket.
     pub rooms: Vec<String>,
     /// Sockets in any of these rooms are left out.
     pub except: Vec<String>,
+    /// Sockets with these ids, wherever they are connected, besides the
+    /// rooms' members. Sockets are in no room named by their id (that would
+    /// flood the room listings), so these are found through the adapter's
+    /// cluster-wide socket lookup: see [`SocketIoHub`].
+    pub sockets: Vec<String>,
+}
+
+impl Selector {
+    /// Whether it names neither a room nor a socket, i.e. selects everyone (minus `except`).
+    pub fn is_everyone(&self) -> bool {
+        self.rooms.is_empty() && self.sockets.is_empty()
+    }
 }
 
 /// Why a hub operation failed.
@@ -140,6 +158,16 @@ pub async fn list_sockets<A: Adapter>(ops: BroadcastOperators<A>) -> Result<List
 }
 
 /// A [`Hub`] over a `SocketIo` with any adapter, on namespace `/`.
+///
+/// Rooms, `except` and "everyone" go to socketioxide's broadcast operators,
+/// which the adapter carries to every instance. Sockets named by id are
+/// looked up first: on this instance directly, and, for the ids not found
+/// here, with one cluster-wide `fetch_sockets` (every instance answers with
+/// the ids of its sockets outside the `except` rooms). Each one found
+/// elsewhere is then acted on as a socketioxide `RemoteSocket`, whose
+/// operations the adapter sends to the one instance that holds it. So no
+/// socket has to be in a room of its own, and the room listings stay what
+/// clients created.
 pub struct SocketIoHub<A: Adapter> {
     /// The server handle.
     io: SocketIo<A>,
@@ -158,6 +186,120 @@ impl<A: Adapter> SocketIoHub<A> {
             .to(selector.rooms.clone())
             .except(selector.except.clone())
     }
+
+    /// The broadcast that reaches the selector's rooms (or everyone), minus
+    /// `except`; `None` when it only names sockets by id.
+    fn room_part(&self, selector: &Selector) -> Option<BroadcastOperators<A>> {
+        (selector.sockets.is_empty() || !selector.rooms.is_empty()).then(|| self.select(selector))
+    }
+
+    /// The sockets `selector` names by id that exist on some instance and are
+    /// in none of its `except` rooms; with `skip_room_members`, also leaving
+    /// out those its rooms reach anyway (so an emit reaches each socket once).
+    async fn sockets_by_id(
+        &self,
+        selector: &Selector,
+        skip_room_members: bool,
+    ) -> Result<Vec<Target<A>>, HubError> {
+        let mut wanted: HashSet<Sid> = selector
+            .sockets
+            .iter()
+            .filter_map(|id| Sid::from_str(id).ok())
+            .collect();
+        let mut targets = Vec::new();
+        if wanted.is_empty() {
+            return Ok(targets);
+        }
+        let in_any = |rooms: &[String], of: &[std::borrow::Cow<'static, str>]| {
+            of.iter().any(|room| rooms.iter().any(|r| r == room))
+        };
+        // This instance first: no cluster round trip when every id is here.
+        wanted.retain(|sid| {
+            let Some(socket) = self.io.get_socket(*sid) else {
+                return true;
+            };
+            let rooms = socket.rooms();
+            let excluded = in_any(&selector.except, &rooms)
+                || (skip_room_members && in_any(&selector.rooms, &rooms));
+            if !excluded {
+                targets.push(Target::Local(socket));
+            }
+            false
+        });
+        if wanted.is_empty() || self.cluster.is_none() {
+            return Ok(targets);
+        }
+        let mut found: Vec<RemoteSocket<A>> = self
+            .io
+            .except(selector.except.clone())
+            .fetch_sockets()
+            .await
+            .map_err(adapter_error)?
+            .into_iter()
+            .filter(|socket| wanted.contains(&socket.data().id))
+            .collect();
+        if skip_room_members && !selector.rooms.is_empty() && !found.is_empty() {
+            let members: HashSet<Sid> = self
+                .select(selector)
+                .fetch_sockets()
+                .await
+                .map_err(adapter_error)?
+                .iter()
+                .map(|socket| socket.data().id)
+                .collect();
+            found.retain(|socket| !members.contains(&socket.data().id));
+        }
+        targets.extend(found.into_iter().map(Target::Remote));
+        Ok(targets)
+    }
+}
+
+/// A socket named by id: on this instance, or on another one.
+enum Target<A: Adapter> {
+    /// Connected here.
+    Local(SocketRef<A>),
+    /// Connected to another instance; the adapter routes operations to it.
+    Remote(RemoteSocket<A>),
+}
+
+impl<A: Adapter> Target<A> {
+    fn id(&self) -> Sid {
+        match self {
+            Target::Local(socket) => socket.id,
+            Target::Remote(socket) => socket.data().id,
+        }
+    }
+}
+
+/// A broadcast that some local sockets refused (their queue was full, or they
+/// were leaving) still reached every other socket: that is a success here,
+/// and the slow-consumer sweep closes the stalled ones.
+fn settle(result: Result<(), BroadcastError>) -> Result<(), HubError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(BroadcastError::Socket(errors)) => {
+            tracing::debug!(
+                refused = errors.len(),
+                "some local sockets refused a hub operation"
+            );
+            Ok(())
+        }
+        Err(BroadcastError::Serialize(e)) => Err(HubError::Encode(e.to_string())),
+        Err(other) => Err(adapter_error(other)),
+    }
+}
+
+/// The same for one socket named by id.
+fn settle_one(result: Result<(), RemoteActionError>) -> Result<(), HubError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(RemoteActionError::Socket(error)) => {
+            tracing::debug!(%error, "a socket named by id refused a hub operation");
+            Ok(())
+        }
+        Err(RemoteActionError::Serialize(e)) => Err(HubError::Encode(e.to_string())),
+        Err(other) => Err(adapter_error(other)),
+    }
 }
 
 fn adapter_error(error: impl std::fmt::Display) -> HubError {
@@ -172,14 +314,21 @@ impl<A: Adapter> Hub for SocketIoHub<A> {
         args: &'a Args,
     ) -> BoxFuture<'a, Result<(), HubError>> {
         Box::pin(async move {
-            let event = event.to_owned();
-            self.select(selector)
-                .emit(event, args)
-                .await
-                .map_err(|e| match e {
-                    socketioxide::BroadcastError::Serialize(e) => HubError::Encode(e.to_string()),
-                    other => adapter_error(other),
-                })
+            let by_id = self.sockets_by_id(selector, true).await?;
+            if let Some(ops) = self.room_part(selector) {
+                settle(ops.emit(event.to_owned(), args).await)?;
+            }
+            for target in by_id {
+                match target {
+                    Target::Local(socket) => {
+                        if let Err(error) = socket.emit(event, args) {
+                            tracing::debug!(sid = %socket.id, %error, "a socket named by id refused an emit");
+                        }
+                    }
+                    Target::Remote(socket) => settle_one(socket.emit(event, args).await)?,
+                }
+            }
+            Ok(())
         })
     }
 
@@ -188,8 +337,21 @@ impl<A: Adapter> Hub for SocketIoHub<A> {
         selector: &'a Selector,
         room: &'a str,
     ) -> BoxFuture<'a, Result<(), HubError>> {
-        let ops = self.select(selector);
-        Box::pin(async move { ops.join(room.to_owned()).await.map_err(adapter_error) })
+        Box::pin(async move {
+            let by_id = self.sockets_by_id(selector, false).await?;
+            if let Some(ops) = self.room_part(selector) {
+                ops.join(room.to_owned()).await.map_err(adapter_error)?;
+            }
+            for target in by_id {
+                match target {
+                    Target::Local(socket) => socket.join(room.to_owned()),
+                    Target::Remote(socket) => {
+                        socket.join(room.to_owned()).await.map_err(adapter_error)?
+                    }
+                }
+            }
+            Ok(())
+        })
     }
 
     fn leave<'a>(
@@ -197,16 +359,40 @@ impl<A: Adapter> Hub for SocketIoHub<A> {
         selector: &'a Selector,
         room: &'a str,
     ) -> BoxFuture<'a, Result<(), HubError>> {
-        let ops = self.select(selector);
-        Box::pin(async move { ops.leave(room.to_owned()).await.map_err(adapter_error) })
+        Box::pin(async move {
+            let by_id = self.sockets_by_id(selector, false).await?;
+            if let Some(ops) = self.room_part(selector) {
+                ops.leave(room.to_owned()).await.map_err(adapter_error)?;
+            }
+            for target in by_id {
+                match target {
+                    Target::Local(socket) => socket.leave(room.to_owned()),
+                    Target::Remote(socket) => {
+                        socket.leave(room.to_owned()).await.map_err(adapter_error)?
+                    }
+                }
+            }
+            Ok(())
+        })
     }
 
     fn disconnect<'a>(&'a self, selector: &'a Selector) -> BoxFuture<'a, Result<(), HubError>> {
         Box::pin(async move {
-            self.select(selector)
-                .disconnect()
-                .await
-                .map_err(adapter_error)
+            let by_id = self.sockets_by_id(selector, false).await?;
+            if let Some(ops) = self.room_part(selector) {
+                settle(ops.disconnect().await)?;
+            }
+            for target in by_id {
+                match target {
+                    Target::Local(socket) => {
+                        if let Err(error) = socket.disconnect() {
+                            tracing::debug!(%error, "a socket named by id was already gone");
+                        }
+                    }
+                    Target::Remote(socket) => settle_one(socket.disconnect().await)?,
+                }
+            }
+            Ok(())
         })
     }
 
@@ -215,7 +401,15 @@ impl<A: Adapter> Hub for SocketIoHub<A> {
     }
 
     fn sockets<'a>(&'a self, selector: &'a Selector) -> BoxFuture<'a, Result<Listing, HubError>> {
-        Box::pin(list_sockets(self.select(selector)))
+        Box::pin(async move {
+            let by_id = self.sockets_by_id(selector, false).await?;
+            let mut names: Vec<String> = by_id.iter().map(|t| t.id().to_string()).collect();
+            if let Some(ops) = self.room_part(selector) {
+                let sockets = ops.fetch_sockets().await.map_err(adapter_error)?;
+                names.extend(sockets.iter().map(|s| s.data().id.to_string()));
+            }
+            Ok(Listing::bounded(names, MAX_LISTED_SOCKETS))
+        })
     }
 
     fn local_socket_count(&self) -> usize {

@@ -11,6 +11,7 @@
 //! - [`app`]: [`Application`]: bind, wire, serve, drain; the lifecycle and OS signals.
 //! - [`net`]: the accept loop and its connection limits (header-read and keep-alive deadlines, the cap), and the slow-consumer policy that watches every connection.
 //! - [`http`]: the demo page, `/healthz`, `/readyz`, `/metrics`, and the HTTP middleware.
+//! - [`api`]: the HTTP server API for backends (`/api/v1/...`): emit, rooms, disconnect, listings, OpenAPI.
 //! - [`auth`]: who may connect (JWT, JWKS), the user room, room permissions; `ecos token`.
 //! - [`realtime`]: the Socket.IO event contract: the event table, one dispatch path, one file per event family.
 //! - [`hub`]: the type-erased handle on the Socket.IO server that HTTP and the app use, whatever the adapter.
@@ -25,6 +26,7 @@
 //! logging and runs the application; tests build the same application
 //! in-process on port 0.
 
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cli;

@@ -25,7 +25,9 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 
 mod emitter;
 mod floor;
+mod http;
 mod wire;
+use http::Http;
 use wire::{Frame, Ws};
 
 /// Latency histograms are sharded so connection tasks rarely share a lock.
@@ -103,7 +105,35 @@ struct Args {
     /// The emitter's `key` option (channel prefix) with --emitter-redis.
     #[arg(long, default_value = "socket.io", requires = "emitter_redis")]
     emitter_prefix: String,
+    /// Where the broadcasts enter: `socket` (the first --senders clients emit
+    /// `message`) or `api` (--senders keep-alive HTTP connections POST
+    /// `/api/v1/emit` to everyone, round robin over the URLs).
+    #[arg(long, value_enum, default_value_t = Via::Socket)]
+    via: Via,
+    /// The server API key, for `--via api` and `--api-flood`.
+    #[arg(long, default_value = "")]
+    api_key: String,
+    /// Measure the server API's request rate: for this many seconds,
+    /// --api-connections keep-alive connections each POST `/api/v1/emit` (to
+    /// everyone) again as soon as the answer is back.
+    #[arg(long, conflicts_with_all = ["count", "duration", "floor"])]
+    api_flood: Option<f64>,
+    /// Keep-alive connections of --api-flood (a backend's connection pool).
+    #[arg(long, default_value_t = 64)]
+    api_connections: usize,
 }
+
+/// Where broadcasts enter the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Via {
+    /// A client emits `message`; the server relays it to every other client.
+    Socket,
+    /// `POST /api/v1/emit` to every client.
+    Api,
+}
+
+/// The server API route the generator calls.
+const API_EMIT: &str = "/api/v1/emit";
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 
@@ -267,6 +297,111 @@ fn message_args(t: u64, seq: u64, padding: &str) -> String {
 /// A client's `message` emit, stamped now, asking for ack `seq`.
 fn message_packet(seq: u64, padding: &str) -> String {
     format!("42{seq}{}", message_args(now_ns(), seq, padding))
+}
+
+/// The server API body of the same broadcast, stamped `t`: every client gets
+/// `["message",{"t":..,"seq":..}]`.
+fn api_emit_body(t: u64, seq: u64, padding: &str) -> String {
+    if padding.is_empty() {
+        format!("{{\"event\":\"message\",\"args\":[{{\"t\":{t},\"seq\":{seq}}}]}}")
+    } else {
+        format!("{{\"event\":\"message\",\"args\":[{{\"t\":{t},\"seq\":{seq},\"p\":\"{padding}\"}}]}}")
+    }
+}
+
+/// POSTs one stamped emit and counts it like a client's acked broadcast.
+async fn api_send(http: &mut Http, seq: u64, padding: &str, shared: &Shared) -> anyhow::Result<u16> {
+    let body = api_emit_body(now_ns(), seq, padding);
+    shared.sent.fetch_add(1, Ordering::Relaxed);
+    let status = http.post(API_EMIT, &body).await?;
+    if status == 200 {
+        shared.acked_ok.fetch_add(1, Ordering::Relaxed);
+    } else {
+        shared.acked_other.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(status)
+}
+
+/// A `--via api` sender: one keep-alive connection, one emit per command.
+async fn api_sender(host: String, key: String, mut cmds: mpsc::UnboundedReceiver<Cmd>, padding: Arc<str>, shared: Arc<Shared>) {
+    let result: anyhow::Result<()> = async {
+        let mut http = Http::connect(&host, &key).await?;
+        while let Some(cmd) = cmds.recv().await {
+            let (first, n) = match cmd {
+                Cmd::One(seq) => (seq, 1),
+                Cmd::Burst { first, n } => (first, n),
+            };
+            for seq in first..first + n {
+                let status = api_send(&mut http, seq, &padding, &shared).await?;
+                if status != 200 {
+                    bail!("{API_EMIT} answered {status}");
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        eprintln!("api sender {host}: {e:#}");
+    }
+}
+
+/// What `--api-flood` measured.
+struct Flood {
+    /// Emits answered 200.
+    ok: u64,
+    /// Emits answered otherwise.
+    errors: u64,
+    /// Wall time of the flood, in seconds.
+    secs: f64,
+    /// Request round trips, in microseconds.
+    hist: Histogram<u64>,
+}
+
+/// `--api-flood`: `conns` keep-alive connections POST emits back to back for `secs` seconds.
+async fn api_flood(
+    endpoints: &[(String, String)],
+    key: &str,
+    conns: usize,
+    secs: f64,
+    padding: Arc<str>,
+    shared: Arc<Shared>,
+) -> anyhow::Result<Flood> {
+    let seq = Arc::new(AtomicU64::new(0));
+    let mut https = Vec::with_capacity(conns);
+    for i in 0..conns.max(1) {
+        https.push(Http::connect(&endpoints[i % endpoints.len()].0, key).await?);
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(secs);
+    let tasks: Vec<_> = https
+        .into_iter()
+        .map(|mut http| {
+            let (seq, padding, shared) = (seq.clone(), padding.clone(), shared.clone());
+            tokio::spawn(async move {
+                let mut hist = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)?;
+                let (mut ok, mut errors) = (0u64, 0u64);
+                while Instant::now() < deadline {
+                    let at = now_ns();
+                    match api_send(&mut http, seq.fetch_add(1, Ordering::Relaxed), &padding, &shared).await? {
+                        200 => ok += 1,
+                        _ => errors += 1,
+                    }
+                    hist.saturating_record(((now_ns() - at) / 1_000).max(1));
+                }
+                Ok::<_, anyhow::Error>((ok, errors, hist))
+            })
+        })
+        .collect();
+    let mut flood = Flood { ok: 0, errors: 0, secs: 0.0, hist: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)? };
+    for task in tasks {
+        let (ok, errors, hist) = task.await??;
+        flood.ok += ok;
+        flood.errors += errors;
+        flood.hist.add(&hist)?;
+    }
+    flood.secs = started.elapsed().as_secs_f64();
+    Ok(flood)
 }
 
 /// Handles every frame already read; `Ok(false)` means the server ended the session.
@@ -467,9 +602,14 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
         bail!("--clients must be at least 2");
     }
     let through_emitter = args.emitter_redis.is_some();
-    // Through the emitter no client sends.
-    let senders = if through_emitter { 0 } else { args.senders.clamp(1, args.clients) };
-    let count = match (args.count, args.duration) {
+    // Through the emitter no client sends; through the API the senders are HTTP connections.
+    let senders = match args.via {
+        _ if through_emitter => 0,
+        Via::Socket => args.senders.clamp(1, args.clients),
+        Via::Api => args.senders.max(1),
+    };
+    let mut count = match (args.count, args.duration) {
+        _ if args.api_flood.is_some() => 0,
         (Some(c), _) => c,
         (None, d) => {
             if args.rate <= 0.0 {
@@ -503,7 +643,7 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
     };
     for idx in 0..to_spawn {
         let (host, url) = endpoints[idx % endpoints.len()].clone();
-        let rx = if idx < senders {
+        let rx = if idx < senders && args.via == Via::Socket {
             let (tx, rx) = mpsc::unbounded_channel();
             txs.push(tx);
             Some(rx)
@@ -522,6 +662,14 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
             connect_timeout,
             connect.clone(),
         ));
+    }
+    if args.via == Via::Api && !args.floor {
+        for i in 0..senders {
+            let (tx, rx) = mpsc::unbounded_channel();
+            txs.push(tx);
+            let host = endpoints[i % endpoints.len()].0.clone();
+            tokio::spawn(api_sender(host, args.api_key.clone(), rx, padding.clone(), shared.clone()));
+        }
     }
     let deadline = Instant::now() + connect_timeout + Duration::from_secs(5);
     loop {
@@ -566,7 +714,15 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
         }
         _ => None,
     };
-    if count > 0 && connected >= 2 && !args.floor && !through_emitter {
+    let flood = match args.api_flood {
+        Some(secs) if connected >= 2 => {
+            let flood = api_flood(&endpoints, &args.api_key, args.api_connections, secs, padding.clone(), shared.clone()).await?;
+            count = flood.ok + flood.errors;
+            Some(flood)
+        }
+        _ => None,
+    };
+    if count > 0 && connected >= 2 && !args.floor && !through_emitter && flood.is_none() {
         if args.rate > 0.0 {
             let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -599,9 +755,10 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
     }
     let sent = shared.sent.load(Ordering::Relaxed);
     // A sender does not get its own broadcast; the floor and the emitter have
-    // no sender among the clients.
-    let no_sender = args.floor || through_emitter;
-    let expected = sent * (holding.saturating_sub(usize::from(!no_sender))) as u64;
+    // no sender among the clients, and an API emit goes to every client.
+    let sender_is_client =
+        !args.floor && !through_emitter && args.via == Via::Socket && args.api_flood.is_none();
+    let expected = sent * (holding.saturating_sub(usize::from(sender_is_client))) as u64;
     if count > 0 {
         let mut last_seen = shared.delivered.load(Ordering::Relaxed);
         let mut last_change = Instant::now();
@@ -666,6 +823,9 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
         _ => None,
     };
     let dropped = shared.dropped.load(Ordering::Relaxed);
+    let flood_q = |p: f64| flood.as_ref().filter(|f| !f.hist.is_empty()).map(|f| f.hist.value_at_quantile(p) as f64 / 1000.0);
+    let api_rps = flood.as_ref().map(|f| f.ok as f64 / f.secs);
+    let via = if args.api_flood.is_some() || args.via == Via::Api { "api" } else { "socket" };
 
     let summary = format!(
         "ecos-bench {label}\n  clients {connected}/{clients} connected ({failed} failed, {dropped} dropped later) in {connect_secs:.2} s over {nurls} URL(s); CPU while connecting: server {csu}, generator {cbu}\n  \
@@ -673,7 +833,7 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
          delivered {delivered} of {expected} expected, ratio {ratio}, {dps:.0} deliveries/s; acks ok {aok}, other {aother}\n  \
          latency ms: p50 {p50:.2}  p90 {p90:.2}  p99 {p99:.2}  max {max:.2}\n  \
          server RSS KiB: before {rb:?}, connected {rc:?}, end {re:?}; per connection {rpc}\n  \
-         server CPU {scpu} s over {wall:.2} s ({sutil}); {cpd} us CPU per delivery; load generator CPU {bcpu} s in the same span on {threads} thread(s)",
+         server CPU {scpu} s over {wall:.2} s ({sutil}); {cpd} us CPU per delivery; load generator CPU {bcpu} s in the same span on {threads} thread(s){flood_line}",
         label = args.label,
         csu = connect_server_util.map(|v| format!("{:.0}% of a core", v * 100.0)).unwrap_or_else(|| "n/a".into()),
         cbu = connect_bench_util.map(|v| format!("{:.0}%", v * 100.0)).unwrap_or_else(|| "n/a".into()),
@@ -696,6 +856,19 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
             _ => "n/a".into(),
         },
         bcpu = bench_cpu.map(|v| format!("{v:.2}")).unwrap_or_else(|| "n/a".into()),
+        flood_line = match &flood {
+            Some(f) => format!(
+                "\n  api flood: {} emits answered 200 ({} other) over {} keep-alive connections in {:.2} s: {:.0} requests/s; round trip ms p50 {:.2} p99 {:.2}",
+                f.ok,
+                f.errors,
+                args.api_connections,
+                f.secs,
+                api_rps.unwrap_or(0.0),
+                flood_q(0.5).unwrap_or(0.0),
+                flood_q(0.99).unwrap_or(0.0)
+            ),
+            None => String::new(),
+        },
     );
     let json = serde_json::json!({
         "label": args.label,
@@ -729,6 +902,12 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
         "bench_cpu_secs": bench_cpu,
         "bench_cpu_util": bench_cpu.map(|v| v / wall / threads as f64),
         "bench_threads": threads,
+        "via": via,
+        "api_requests_per_sec": api_rps,
+        "api_requests_ok": flood.as_ref().map(|f| f.ok),
+        "api_requests_other": flood.as_ref().map(|f| f.errors),
+        "api_connections": flood.as_ref().map(|_| args.api_connections),
+        "api_request_ms": flood.as_ref().map(|_| serde_json::json!({ "p50": flood_q(0.5), "p99": flood_q(0.99), "max": flood_q(1.0) })),
     });
     if args.json {
         eprintln!("{summary}");

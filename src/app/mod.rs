@@ -20,6 +20,7 @@ use socketioxide::{
 use tokio::net::TcpListener;
 
 use crate::{
+    api::{self, Secrets},
     auth::Authenticator,
     cluster::{Cluster, ClusterAdapter, ClusterError},
     config::{RuntimeSettings, Settings, SocketIoParser},
@@ -211,9 +212,11 @@ impl Application {
             instance_id,
             origins: settings.cors.clone(),
             require_redis: settings.readiness.require_redis,
+            metrics_token: Secrets::new(settings.metrics.token.clone()),
         };
+        let api = api::router(&settings.api, wired.hub.clone(), &metrics)?;
         let mount_socketio = wired.mount;
-        let router = http::router(state, &settings, |routes| {
+        let router = http::router(state, &settings, api, |routes| {
             mount_socketio(setup.mount(routes))
         });
 

@@ -170,7 +170,7 @@ impl Verifier {
         let secrets = settings
             .secrets
             .iter()
-            .filter_map(|s| DecodingKey::from_secret(s.as_bytes()).ok())
+            .filter_map(|s| DecodingKey::from_secret(s.expose().as_bytes()).ok())
             .collect();
         let public = match &settings.public_key_file {
             Some(path) => Some(PublicKey::load(path)?),

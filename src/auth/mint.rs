@@ -86,7 +86,7 @@ pub fn mint(settings: &JwtSettings, request: &TokenRequest) -> Result<String, Mi
     if let Some(audience) = &settings.audience {
         claims.insert("aud".to_owned(), json!(audience));
     }
-    let key = EncodingKey::from_secret(secret.as_bytes())?;
+    let key = EncodingKey::from_secret(secret.expose().as_bytes())?;
     Ok(encode(&Header::new(Algorithm::HS256), &claims, &key)?)
 }
 

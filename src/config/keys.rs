@@ -526,12 +526,15 @@ pub const KEYS: &[Key] = &[
         default: "",
         shown_default: Some(r#"*(unset)*"#),
         platform_var: None,
-        doc: r#"HMAC secrets for HS256/HS384/HS512 tokens, comma-separated; a token signed with any of them is accepted, so a new secret can be added before the old one is removed. Never logged or printed. In `jwt` mode at least one of this, `auth.jwt.public_key_file` or `auth.jwt.jwks_url` is required."#,
+        doc: r#"HMAC secrets for HS256/HS384/HS512 tokens, comma-separated (each 1 to 512 visible ASCII characters, e.g. `openssl rand -hex 32`); a token signed with any of them is accepted, so a new secret can be added before the old one is removed. Never logged or printed. In `jwt` mode at least one of this, `auth.jwt.public_key_file` or `auth.jwt.jwks_url` is required."#,
         apply: |s, v| {
             s.auth.jwt.secrets = parse::secrets(v)?;
             Ok(())
         },
-        show: |s| parse::shown_secrets(&s.auth.jwt.secrets),
+        show: |s| match s.auth.jwt.secrets.len() {
+            0 => Shown::Unset,
+            n => Shown::Hidden(parse::describe_secrets(n)),
+        },
     },
     Key {
         name: "auth.jwt.public_key_file",
@@ -660,6 +663,52 @@ pub const KEYS: &[Key] = &[
             Ok(())
         },
         show: |s| Shown::text(&s.emitter.prefix),
+    },
+    Key {
+        name: "api.keys",
+        default: "",
+        shown_default: Some(r#"*(unset: the API is off)*"#),
+        platform_var: None,
+        doc: r#"Keys of the [HTTP server API](docs/server-api.md) (`/api/v1/...`), comma-separated; several at once let you rotate them. A backend sends one as `Authorization: Bearer <key>`, compared in constant time. Unset: the API is off and every `/api/` route is 404. Keys are never logged, and `--print-config` only says how many there are. Use long random values (`openssl rand -hex 32`) and never give one to a browser."#,
+        apply: |s, v| {
+            s.api.keys = parse::secrets(v)?;
+            Ok(())
+        },
+        show: |s| {
+            if s.api.keys.is_empty() {
+                Shown::Unset
+            } else {
+                Shown::Hidden(parse::describe_secrets(s.api.keys.len()))
+            }
+        },
+    },
+    Key {
+        name: "api.max_body_bytes",
+        default: "1000000",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Largest request body the server API reads (JSON, base64 binary arguments included). A larger one gets `413`. From 1024 to 104857600."#,
+        apply: |s, v| {
+            s.api.max_body_bytes =
+                v.bounded(1024..=104_857_600, "a whole number from 1024 to 104857600")?;
+            Ok(())
+        },
+        show: |s| Shown::num(s.api.max_body_bytes),
+    },
+    Key {
+        name: "metrics.token",
+        default: "",
+        shown_default: Some(r#"*(unset)*"#),
+        platform_var: None,
+        doc: r#"When set, `/metrics` answers `401` unless the request carries `Authorization: Bearer <token>` (compared in constant time). Unset by default, for scrapers inside a private network. Set it where every route is public, as on Heroku, whose router exposes `/metrics` to anyone. Never printed or logged."#,
+        apply: |s, v| {
+            s.metrics.token = parse::secret(v)?;
+            Ok(())
+        },
+        show: |s| match &s.metrics.token {
+            None => Shown::Unset,
+            Some(_) => Shown::Hidden("a token".to_owned()),
+        },
     },
 ];
 

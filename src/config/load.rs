@@ -76,6 +76,9 @@ impl Settings {
                     "# {} is generated at start-up (this time {value}); set it to pin it\n",
                     key.name
                 ),
+                Shown::Hidden(what) => {
+                    format!("# {} is set ({what}); secrets are not printed\n", key.name)
+                }
             };
             out.push_str(&line);
         }

@@ -152,6 +152,10 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// The listener for socket.io's own Redis format (`@socket.io/redis-emitter`).
     pub emitter: EmitterSettings,
+    /// The HTTP server API for backends (`/api/v1/...`).
+    pub api: ApiSettings,
+    /// Who may read `/metrics`.
+    pub metrics: MetricsSettings,
 }
 
 /// Async runtime settings.
@@ -346,10 +350,10 @@ pub struct AuthSettings {
 }
 
 /// How connection tokens are verified.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct JwtSettings {
     /// HMAC secrets (HS256/384/512); several at once while rotating. Never printed.
-    pub secrets: Vec<String>,
+    pub secrets: Vec<Secret>,
     /// A PEM public key (RSA, EC P-256/P-384 or Ed25519), read at start-up.
     pub public_key_file: Option<PathBuf>,
     /// An identity provider's JWKS endpoint.
@@ -368,23 +372,6 @@ pub struct JwtSettings {
     pub require_exp: bool,
 }
 
-impl fmt::Debug for JwtSettings {
-    /// Secrets stay out of debug output (and so out of any log line that prints settings).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtSettings")
-            .field("secrets", &format_args!("<{} hidden>", self.secrets.len()))
-            .field("public_key_file", &self.public_key_file)
-            .field("jwks_url", &self.jwks_url)
-            .field("issuer", &self.issuer)
-            .field("audience", &self.audience)
-            .field("leeway", &self.leeway)
-            .field("user_claim", &self.user_claim)
-            .field("rooms_claim", &self.rooms_claim)
-            .field("require_exp", &self.require_exp)
-            .finish()
-    }
-}
-
 impl fmt::Display for AuthMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -392,6 +379,53 @@ impl fmt::Display for AuthMode {
             AuthMode::Jwt => "jwt",
         })
     }
+}
+
+/// A secret setting (an API key, a token): its `Debug` form never shows it,
+/// so a settings dump or a panic message cannot leak it into the logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one comparison that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+/// The HTTP server API for backends.
+#[derive(Debug, Clone, Default)]
+pub struct ApiSettings {
+    /// Keys a backend may send as `Authorization: Bearer <key>`; several at
+    /// once allow rotation. Empty: the API is off and every `/api/` route is 404.
+    pub keys: Vec<Secret>,
+    /// Largest request body the API reads; larger gets 413.
+    pub max_body_bytes: usize,
+}
+
+impl ApiSettings {
+    /// Whether the API is served (at least one key is configured).
+    pub fn enabled(&self) -> bool {
+        !self.keys.is_empty()
+    }
+}
+
+/// Who may read `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSettings {
+    /// When set, `/metrics` answers 401 without `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
 }
 
 impl Default for Settings {
@@ -414,6 +448,8 @@ impl Default for Settings {
             readiness: ReadinessSettings::default(),
             auth: AuthSettings::default(),
             emitter: EmitterSettings::default(),
+            api: ApiSettings::default(),
+            metrics: MetricsSettings::default(),
         }
     }
 }
@@ -456,6 +492,9 @@ pub enum Shown {
     Unset,
     /// A value made up at start-up, which a saved file must not pin.
     Generated(String),
+    /// A secret that is set: printed as a comment saying so (e.g. `2 keys`),
+    /// never as a value a saved file would then hold.
+    Hidden(String),
 }
 
 impl Shown {

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, str::FromStr, time::Duration};
 
-use super::{ConfigError, CorsPolicy};
+use super::{ConfigError, CorsPolicy, Secret};
 
 /// The text of one key, with what its parser needs to report an error.
 pub struct Raw<'a> {
@@ -119,31 +119,6 @@ impl Raw<'_> {
 fn non_empty(raw: &str) -> Option<String> {
     let trimmed = raw.trim();
     (!trimmed.is_empty()).then(|| trimmed.to_owned())
-}
-
-/// A comma-separated list of secrets (a TOML array arrives joined the same way).
-pub fn secrets(v: &Raw<'_>) -> Result<Vec<String>, ConfigError> {
-    let secrets: Vec<String> = v
-        .text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    // The value is never echoed back: it is a secret.
-    if secrets.iter().any(|s| s.len() > 4096) {
-        return Err(v.invalid_value("<hidden>", "secrets of at most 4096 bytes each"));
-    }
-    Ok(secrets)
-}
-
-/// How `--print-config` shows a list of secrets: how many, never what.
-pub fn shown_secrets(secrets: &[String]) -> super::Shown {
-    if secrets.is_empty() {
-        super::Shown::Unset
-    } else {
-        super::Shown::text(format!("<{} secret(s) hidden>", secrets.len()))
-    }
 }
 
 /// An `http://` or `https://` URL, or unset.
@@ -320,6 +295,45 @@ fn channel_prefix(v: &Raw<'_>, prefix: String) -> Result<String, ConfigError> {
             &prefix,
             "at most 64 visible ASCII characters, without `#` or spaces",
         ))
+    }
+}
+
+/// What a secret (an API key, the metrics token) may be made of.
+pub const SECRET_FORM: &str = "1 to 512 visible ASCII characters without spaces or commas (e.g. the output of `openssl rand -hex 32`)";
+
+/// `api.keys`: a comma-separated list of secrets (empty: none). An invalid one
+/// is reported masked, so the error line never shows a key.
+pub fn secrets(v: &Raw<'_>) -> Result<Vec<Secret>, ConfigError> {
+    let mut keys = Vec::new();
+    for key in v.text.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        keys.push(secret_value(v, key)?);
+    }
+    Ok(keys)
+}
+
+/// `metrics.token`: one secret, or unset when empty.
+pub fn secret(v: &Raw<'_>) -> Result<Option<Secret>, ConfigError> {
+    match v.text.trim() {
+        "" => Ok(None),
+        token => secret_value(v, token).map(Some),
+    }
+}
+
+fn secret_value(v: &Raw<'_>, value: &str) -> Result<Secret, ConfigError> {
+    let valid = (1..=512).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_graphic() && b != b',');
+    if valid {
+        Ok(Secret::new(value))
+    } else {
+        Err(v.invalid_value("****", SECRET_FORM))
+    }
+}
+
+/// How `--print-config` describes a list of secrets: how many, never what.
+pub fn describe_secrets(count: usize) -> String {
+    match count {
+        1 => "1 key".to_owned(),
+        n => format!("{n} keys"),
     }
 }
 

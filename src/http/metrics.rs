@@ -1,17 +1,26 @@
-//! `GET /metrics`: the Prometheus text format.
+//! `GET /metrics`: the Prometheus text format, behind a bearer token when
+//! `metrics.token` is set (for platforms whose router makes every route public).
 
 use std::sync::Arc;
 
 use axum::{
     extract::State,
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
 
 use super::HttpState;
+use crate::api::response::ApiError;
 
 /// Renders every metric of this instance.
-pub async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
+pub async fn metrics(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
+    if !state.metrics_token.is_empty() && state.metrics_token.check(&headers).is_err() {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "/metrics needs `Authorization: Bearer <token>` with the token of `metrics.token`",
+        )
+        .into_response();
+    }
     match state.metrics.render() {
         Ok(text) => (
             [(

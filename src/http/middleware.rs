@@ -95,6 +95,7 @@ pub async fn observe(
 
     let elapsed = started.elapsed().as_secs_f64();
     let status = response.status();
+    let detail = response.extensions().get::<LogDetail>();
     state
         .metrics
         .http_requests_total
@@ -105,17 +106,29 @@ pub async fn observe(
         .http_request_duration_seconds
         .with_label_values(&[route, method.as_str()])
         .observe(elapsed);
-    span.in_scope(|| {
-        tracing::info!(
+    span.in_scope(|| match detail {
+        None => tracing::info!(
             status = status.as_u16(),
             duration_ms = elapsed * 1000.0,
             "request"
-        );
+        ),
+        Some(LogDetail(detail)) => tracing::info!(
+            status = status.as_u16(),
+            duration_ms = elapsed * 1000.0,
+            detail = detail.as_str(),
+            "request"
+        ),
     });
     response
 }
 
-/// A bounded route label: one of the fixed routes, the Engine.IO path, or `unmatched`.
+/// What a handler adds to its request's one log line, e.g. why the request
+/// was refused; put in the response's extensions. Never a secret.
+#[derive(Debug, Clone)]
+pub struct LogDetail(pub String);
+
+/// A bounded route label: one of the fixed routes (the server API's
+/// included), the Engine.IO path, or `unmatched`.
 fn route_label(request: &Request, engine_path: &'static str) -> &'static str {
     // Every route is an exact path, so the path itself is the template.
     const KNOWN: &[&str] = &["/", "/favicon.ico", "/healthz", "/readyz", "/metrics"];
@@ -127,7 +140,7 @@ fn route_label(request: &Request, engine_path: &'static str) -> &'static str {
             .iter()
             .find(|k| **k == path)
             .copied()
-            .unwrap_or("unmatched")
+            .unwrap_or_else(|| crate::api::route_label(path))
     }
 }
 

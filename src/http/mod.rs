@@ -7,8 +7,9 @@
 //! | `GET /socket.io/socket.io.min.js` | the browser client, only when a local copy is configured | [`page`] |
 //! | `GET /healthz` | liveness: 200 while the process runs | [`health`] |
 //! | `GET /readyz` | readiness: 200 when ready for traffic, 503 while starting or draining; reports the Redis link | [`health`] |
-//! | `GET /metrics` | Prometheus text format | [`metrics`] |
+//! | `GET /metrics` | Prometheus text format; `401` without the bearer token when `metrics.token` is set | [`metrics`] |
 //! | `/socket.io/*` | Engine.IO / Socket.IO (socketioxide) | |
+//! | `/api/*` | the server API ([`crate::api`]), outside the CORS layer | |
 //!
 //! [`middleware`] holds what wraps every request: request log and metrics,
 //! CORS, the drain guard, the Engine.IO 3 guard, request-head compaction.
@@ -22,7 +23,7 @@ use std::sync::Arc;
 
 use axum::{Router, body::Bytes, middleware::from_fn_with_state, routing::get};
 
-use crate::{app::Lifecycle, config::Settings, hub::Hub, metrics::Metrics};
+use crate::{api::Secrets, app::Lifecycle, config::Settings, hub::Hub, metrics::Metrics};
 
 pub use page::render_page;
 
@@ -47,14 +48,21 @@ pub struct HttpState {
     /// Whether `/readyz` answers 503 while the Redis link is down
     /// (`readiness.require_redis`); otherwise it only reports it.
     pub require_redis: bool,
+    /// `metrics.token`: when set, `/metrics` needs it as a bearer token.
+    pub metrics_token: Secrets,
 }
 
 /// The platform routes, with `inner` applied to them (it adds the Socket.IO
 /// layer, and whatever a setup mounts) and the platform middleware around
 /// everything, so Socket.IO requests are logged, counted and guarded like the rest.
+///
+/// `api` holds every `/api` route (the server API, or its 404s when it is
+/// off). It is merged after the CORS layer, so that layer never sees an API
+/// request: no CORS header, no preflight answer, whatever `cors.allowed_origins` says.
 pub fn router(
     state: HttpState,
     settings: &Settings,
+    api: Router,
     inner: impl FnOnce(Router) -> Router,
 ) -> Router {
     // Every middleware takes its own copy of the state per request: one
@@ -67,7 +75,7 @@ pub fn router(
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
         .with_state(state.clone());
-    let router = inner(routes)
+    let platform = inner(routes)
         .layer(from_fn_with_state(
             state.clone(),
             middleware::compact_engine_request_head,
@@ -83,7 +91,14 @@ pub fn router(
             state.clone(),
             middleware::refuse_foreign_origins,
         ))
-        .layer(middleware::cors_layer(&settings.cors))
+        .layer(middleware::cors_layer(&settings.cors));
+    // `api` is merged INTO, not into `platform`: when neither router has a
+    // fallback of its own, axum's merge keeps the fallback of the router
+    // merged in, and `platform`'s fallback is where the Socket.IO layer and
+    // CORS live (Engine.IO paths match no route). The API's own layers never
+    // see a request outside `/api`.
+    let router = api
+        .merge(platform)
         .layer(from_fn_with_state(state, middleware::observe));
     if settings.socketio.allow_eio3 {
         router

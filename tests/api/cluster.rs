@@ -12,11 +12,11 @@ use crate::{
 };
 
 /// The machine's Redis, shared by tests that do not stop it.
-const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
+pub(crate) const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
 const QUIET: Duration = Duration::from_millis(400);
 
 /// A channel/key prefix no other test (or run) uses.
-fn unique_prefix(test: &str) -> String {
+pub(crate) fn unique_prefix(test: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -25,12 +25,12 @@ fn unique_prefix(test: &str) -> String {
 }
 
 /// One instance of a cluster: the given Redis URL and prefix, fast stats.
-async fn spawn_node(url: &str, prefix: &str, name: &str) -> TestApp {
+pub(crate) async fn spawn_node(url: &str, prefix: &str, name: &str) -> TestApp {
     spawn_node_with(url, prefix, name, |_| {}).await
 }
 
 /// Like `spawn_node`, with further settings.
-async fn spawn_node_with(
+pub(crate) async fn spawn_node_with(
     url: &str,
     prefix: &str,
     name: &str,
@@ -50,7 +50,7 @@ async fn spawn_node_with(
 }
 
 /// `n` ready instances on one Redis and prefix.
-async fn spawn_cluster(n: usize, url: &str, prefix: &str) -> Vec<TestApp> {
+pub(crate) async fn spawn_cluster(n: usize, url: &str, prefix: &str) -> Vec<TestApp> {
     let mut nodes = Vec::new();
     for i in 0..n {
         nodes.push(spawn_node(url, prefix, &format!("node-{i}")).await);
@@ -78,7 +78,7 @@ async fn wait_ready(app: &TestApp, status: u16, within: Duration) -> Duration {
 
 /// Polls `/readyz` until its `redis` field says `state` (`up` or `down`);
 /// returns how long it took. By default readiness stays 200 either way.
-async fn wait_redis(app: &TestApp, state: &str, within: Duration) -> Duration {
+pub(crate) async fn wait_redis(app: &TestApp, state: &str, within: Duration) -> Duration {
     let started = Instant::now();
     eventually(
         &format!("readyz to report redis {state}"),

@@ -18,7 +18,7 @@ use crate::{
 fn rooms(rooms: &[&str]) -> Selector {
     Selector {
         rooms: rooms.iter().map(|r| (*r).to_owned()).collect(),
-        except: Vec::new(),
+        ..Selector::default()
     }
 }
 
@@ -50,8 +50,8 @@ async fn the_hub_emits_joins_lists_and_disconnects_by_selector() {
 
     // To everyone except a room.
     let except_team = Selector {
-        rooms: Vec::new(),
         except: vec!["team".into()],
+        ..Selector::default()
     };
     hub.emit(
         &except_team,
