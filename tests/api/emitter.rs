@@ -150,7 +150,9 @@ async fn malformed_emitter_messages_are_logged_counted_and_survived() {
         "{logged}"
     );
 
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+    let metrics = crate::helpers::http_client()
+        .get(format!("http://{addr}/metrics"))
+        .send()
         .await
         .expect("metrics")
         .text()

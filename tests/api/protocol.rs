@@ -45,6 +45,7 @@ impl Polling {
     /// Opens a session on `path` (`/socket.io/` or `/engine.io/`) and returns it
     /// with the OPEN packet's JSON.
     async fn open(app: &TestApp, path: &str) -> (Self, Value) {
+        ecos::app::install_crypto_provider();
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(WITHIN)

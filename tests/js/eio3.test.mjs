@@ -85,7 +85,7 @@ describe(title, () => {
     describe(`over ${transport}`, () => {
       it("connects and gets welcome with its id and the instance", async () => {
         const { socket, welcome } = await connectV2(oldServer(), transport);
-        assert.deepEqual(welcome, { id: socket.id, instance: oldServer().id });
+        assert.deepEqual(welcome, { id: socket.id, instance: oldServer().id, user: null });
       });
 
       it("message from v2 reaches a v4 client, not the sender, and is acked", async () => {

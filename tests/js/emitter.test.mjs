@@ -217,9 +217,9 @@ for (const parser of ["default", "msgpack"]) {
       emitter.to("user:alice").emit("notify", "hello alice");
       for (const args of await Promise.all(got)) assert.deepEqual(args, ["hello alice"]);
       await notBob.assertNone("a socket that is not alice's");
-      const members = await ack(bob, "room:members", "user:alice");
-      assert.equal(members.count, 3, JSON.stringify(members));
-      assert.deepEqual(new Set(members.members), new Set([a.id, b.id, c.id]));
+      // Clients may not list user: rooms (they are reserved), so the delivery
+      // above is the proof; a client asking gets "forbidden".
+      assert.deepEqual(await ack(bob, "room:members", "user:alice"), { ok: false, error: "forbidden" });
     });
 
     it(".except(room) leaves the room's members out on every instance", async () => {
@@ -246,8 +246,6 @@ for (const parser of ["default", "msgpack"]) {
       const none = [a, b, c].map((s) => recorder(s, "carol"));
       emitter.to("user:carol").emit("carol", "anyone?");
       for (const r of none) await r.assertNone("a socket that left user:carol");
-      const members = await ack(a, "room:members", "user:carol");
-      assert.equal(members.count, 0, JSON.stringify(members));
       // The room the selector named is untouched.
       assert.equal((await ack(a, "room:members", "team")).count, 3);
     });

@@ -46,7 +46,7 @@ function msgpackSuite(title, start) {
       describe(`over ${transport}`, () => {
         it("welcome carries the socket id and the instance", async () => {
           const { socket, welcome, server } = await connect(transport);
-          assert.deepEqual(welcome, { id: socket.id, instance: server.id });
+          assert.deepEqual(welcome, { id: socket.id, instance: server.id, user: null });
         });
 
         it("message reaches every other client, not the sender, and is acked", async () => {
