@@ -9,7 +9,7 @@ use std::time::Duration;
 use ecos::{
     Application,
     auth::mint::{TokenRequest, mint},
-    config::{AuthMode, ConfigError, Settings, Sources},
+    config::{AuthMode, Settings},
     hub::Selector,
     realtime::args::Args,
 };
@@ -18,6 +18,7 @@ use serde_json::json;
 
 use crate::{
     client::{ConnectError, SioClient, Transport},
+    config::load,
     helpers::{spawn_app_with, spawn_built, test_settings},
 };
 
@@ -70,6 +71,16 @@ async fn the_user_room_reaches_every_device_of_a_user_on_every_instance() {
         nodes.push(spawn_built(app).await);
     }
     let s = settings_of_first.expect("settings");
+    // Every node subscribed to the cluster before anything is sent across it.
+    for node in &nodes {
+        crate::helpers::eventually("redis to be up", Duration::from_secs(10), async || {
+            match crate::helpers::readyz(node.addr.port()).await {
+                (200, body) if body["redis"] == json!("up") => Ok(()),
+                (status, body) => Err(format!("{status} {body}")),
+            }
+        })
+        .await;
+    }
     let mut alices = Vec::new();
     for node in &nodes {
         let mut alice = connect_as(node.addr, &token(&s, "alice")).await;
@@ -204,14 +215,6 @@ async fn engine_requests_from_a_foreign_origin_are_refused_on_both_transports() 
             (other, _) => panic!("{origin}: unexpected {:?}", other.map(|_| ())),
         }
     }
-}
-
-fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-    let env = pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    Settings::load(&Sources { file: None, env })
 }
 
 #[test]

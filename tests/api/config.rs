@@ -12,7 +12,7 @@ fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .collect()
 }
 
-fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+pub(crate) fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
     Settings::load(&Sources {
         file: None,
         env: env(pairs),

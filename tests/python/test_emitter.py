@@ -141,25 +141,25 @@ async def test_join_leave_and_disconnect_requests(connect, emitter):
 
     async with emitter.namespace("/") as nsp:
         async with nsp.rooms("py-team"):
-            await nsp.join("user:dave")
-        async with nsp.rooms("user:dave"):
+            await nsp.join("devices:dave")
+        async with nsp.rooms("devices:dave"):
             await nsp.emit("for-dave", {"hi": "dave"})
     for client in (a, b, c):
         assert await client.next("for-dave") == ({"hi": "dave"},)
-    await assert_quiet(outsider, "for-dave", "a client not in user:dave")
-    members = await outsider.call("room:members", "user:dave")
+    await assert_quiet(outsider, "for-dave", "a client not in devices:dave")
+    members = await outsider.call("room:members", "devices:dave")
     assert members["count"] == 3, members
 
     async with emitter.namespace("/") as nsp:
-        async with nsp.rooms("user:dave"):
-            await nsp.leave("user:dave")
+        async with nsp.rooms("devices:dave"):
+            await nsp.leave("devices:dave")
     # room:members asks the cluster over ecos's own channels, which may
     # overtake the emitter's request: wait for the leave.
     for _ in range(50):
-        if (await outsider.call("room:members", "user:dave"))["count"] == 0:
+        if (await outsider.call("room:members", "devices:dave"))["count"] == 0:
             break
         await asyncio.sleep(0.1)
-    assert (await outsider.call("room:members", "user:dave"))["count"] == 0
+    assert (await outsider.call("room:members", "devices:dave"))["count"] == 0
 
     async with emitter.namespace("/") as nsp:
         async with nsp.rooms("py-team"):
