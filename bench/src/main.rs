@@ -767,7 +767,7 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
             let d = shared.delivered.load(Ordering::Relaxed);
             let acks = shared.acked_ok.load(Ordering::Relaxed) + shared.acked_other.load(Ordering::Relaxed);
             // The floor's writer and the emitter ask for no acks.
-            if d >= expected && (acks >= sent || no_sender) {
+            if d >= expected && (acks >= sent || args.floor || through_emitter) {
                 break;
             }
             if d != last_seen {
