@@ -196,24 +196,21 @@ impl Verifier {
         }
         let head = head(token)?;
         let family = head.alg.family();
-        let keys: Vec<DecodingKey> = match family {
-            AlgorithmFamily::Hmac => self.secrets.clone(),
+        // Keys fetched from the JWKS for this token; the configured ones are borrowed.
+        let mut fetched = Vec::new();
+        let keys: Vec<&DecodingKey> = match family {
+            AlgorithmFamily::Hmac => self.secrets.iter().collect(),
             _ => {
-                let mut keys: Vec<DecodingKey> = self
-                    .public
-                    .iter()
-                    .filter(|p| p.family == family)
-                    .map(|p| p.key.clone())
-                    .collect();
+                let public = self.public.as_ref().filter(|p| p.family == family);
                 if let Some(jwks) = &self.jwks {
                     match jwks.keys_for(head.kid.as_deref(), head.alg).await {
-                        Ok(found) => keys.extend(found),
+                        Ok(found) => fetched = found,
                         // A configured public key may still verify it.
-                        Err(refusal) if keys.is_empty() => return Err(refusal),
+                        Err(refusal) if public.is_none() => return Err(refusal),
                         Err(_) => {}
                     }
                 }
-                keys
+                public.map(|p| &p.key).into_iter().chain(&fetched).collect()
             }
         };
         if keys.is_empty() {

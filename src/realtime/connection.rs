@@ -119,7 +119,7 @@ async fn on_disconnect<A: Adapter>(
     }
     // A socket ecos closed on purpose is counted under why; the transport
     // error a slow consumer's closed connection causes is reported as what it is.
-    let closed_by_ecos = state.and_then(|state| state.close_reason());
+    let closed_by_ecos = state.as_ref().and_then(|state| state.close_reason());
     let label = if let Some(reason) = closed_by_ecos {
         reason
     } else if crate::net::closed_as_slow_consumer(&socket.req_parts().extensions) {
@@ -131,11 +131,8 @@ async fn on_disconnect<A: Adapter>(
         .disconnections_total
         .with_label_values(&[label])
         .inc();
-    let user = socket
-        .extensions
-        .get::<Arc<SocketState>>()
-        .and_then(|s| s.identity.user.clone());
-    tracing::info!(sid = %socket.id, user = user.as_deref(), reason = label, detail = %reason, "socket disconnected");
+    let user = state.as_ref().and_then(|s| s.identity.user.as_deref());
+    tracing::info!(sid = %socket.id, user, reason = label, detail = %reason, "socket disconnected");
 }
 
 /// The disconnect label of a socket whose connection was closed because the client stopped reading.

@@ -18,7 +18,7 @@ use super::{
     events::ClientEvent,
     reply::{failure, reply},
 };
-use crate::hub;
+use crate::{auth::Grants, hub};
 
 /// Prefix of the room every socket of a user is in (`user:<id>`); reserved:
 /// only the server puts a socket in a user room.
@@ -149,35 +149,29 @@ pub async fn members<A: Adapter>(
         Ok(room) => room,
         Err(error) => return reply(ack, &socket, failure(error)),
     };
-    let listed = hub::list_sockets(socket.within(room.clone())).await;
-    let users = if rt.auth.required() && listed.is_ok() {
-        members_users(&socket, &room).await
-    } else {
-        Ok(None)
+    let listing = match hub::list_sockets(socket.within(room.clone())).await {
+        Ok(listing) => listing,
+        Err(error) => return members_failed(ack, &socket, error),
     };
-    match listed.and_then(|listing| users.map(|users| (listing, users))) {
-        Ok((listing, None)) => reply(
-            ack,
-            &socket,
-            json!({ "ok": true, "room": room, "count": listing.count, "members": listing.names }),
-        ),
-        Ok((listing, Some(users))) => reply(
-            ack,
-            &socket,
-            json!({
-                "ok": true, "room": room, "count": listing.count, "members": listing.names,
-                "users": users.names,
-            }),
-        ),
-        Err(error) => {
-            tracing::warn!(%error, "fetching room members failed");
-            reply(
-                ack,
-                &socket,
-                failure("could not list the room's members; try again"),
-            );
+    let mut body =
+        json!({ "ok": true, "room": room, "count": listing.count, "members": listing.names });
+    if rt.auth.required() {
+        match members_users(&socket, &room).await {
+            Ok(users) => body["users"] = json!(users.names),
+            Err(error) => return members_failed(ack, &socket, error),
         }
     }
+    reply(ack, &socket, body);
+}
+
+/// The ack of a `room:members` whose cluster request failed.
+fn members_failed<A: Adapter>(ack: AckSender<A>, socket: &SocketRef<A>, error: hub::HubError) {
+    tracing::warn!(%error, "fetching room members failed");
+    reply(
+        ack,
+        socket,
+        failure("could not list the room's members; try again"),
+    );
 }
 
 /// The users whose sockets are in `room`: every member is in its `user:` room,
@@ -185,18 +179,18 @@ pub async fn members<A: Adapter>(
 async fn members_users<A: Adapter>(
     socket: &SocketRef<A>,
     room: &str,
-) -> Result<Option<hub::Listing>, hub::HubError> {
+) -> Result<hub::Listing, hub::HubError> {
     let rooms = socket
         .within(room.to_owned())
         .rooms()
         .await
         .map_err(|e| hub::HubError::Adapter(e.to_string()))?;
-    let mut users: Vec<String> = rooms
+    let users = rooms
         .iter()
         .filter_map(|r| r.strip_prefix(USER_ROOM_PREFIX).map(str::to_owned))
         .collect();
-    users.sort_unstable();
-    Ok(Some(hub::Listing::bounded(users, hub::MAX_LISTED_SOCKETS)))
+    // `bounded` sorts them.
+    Ok(hub::Listing::bounded(users, hub::MAX_LISTED_SOCKETS))
 }
 
 /// A rooms listing as `socket` may see it: never the `user:` rooms (they name
@@ -205,10 +199,9 @@ fn visible_to<A: Adapter>(socket: &SocketRef<A>, listing: hub::Listing) -> hub::
     let state = socket
         .extensions
         .get::<std::sync::Arc<super::limits::SocketState>>();
-    let allows = |room: &str| match &state {
-        Some(state) => state.identity.grants.allows_room(room),
-        None => !room.starts_with(USER_ROOM_PREFIX),
-    };
+    // `Grants::All` already refuses `user:` rooms.
+    let grants = state.as_ref().map_or(&Grants::All, |s| &s.identity.grants);
+    let allows = |room: &str| grants.allows_room(room);
     let before = listing.names.len();
     let names: Vec<String> = listing.names.into_iter().filter(|r| allows(r)).collect();
     let hidden = before - names.len();
