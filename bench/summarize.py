@@ -27,8 +27,8 @@ COLUMNS = [
     ("connect bench CPU %", lambda r: None if r.get("connect_bench_cpu_util") is None else 100 * r["connect_bench_cpu_util"], "{:.0f}"),
     ("RSS/conn KiB", lambda r: r.get("rss_per_conn_kib"), "{:.1f}"),
     ("sent", lambda r: r["sent"] if r["count"] else None, "{:.0f}"),
-    ("deliveries/s", lambda r: r["deliveries_per_sec"] if r["count"] else None, "{:.0f}"),
-    ("ratio", lambda r: r["ratio"] if r["count"] else None, "{:.4f}"),
+    ("deliveries/s", lambda r: r["deliveries_per_sec"] if r["count"] and not r.get("ack_event") else None, "{:.0f}"),
+    ("ratio", lambda r: r["ratio"] if r["count"] and not r.get("ack_event") else None, "{:.4f}"),
     ("p50 ms", lambda r: r["latency_ms"]["p50"] if r["count"] else None, "{:.2f}"),
     ("p90 ms", lambda r: r["latency_ms"]["p90"] if r["count"] else None, "{:.2f}"),
     ("p99 ms", lambda r: r["latency_ms"]["p99"] if r["count"] else None, "{:.2f}"),
@@ -38,6 +38,7 @@ COLUMNS = [
     ("bench CPU %", lambda r: None if r.get("bench_cpu_util") is None or not r["count"] else 100 * r["bench_cpu_util"], "{:.0f}"),
     ("API req/s", lambda r: r.get("api_requests_per_sec"), "{:.0f}"),
     ("API p99 ms", lambda r: (r.get("api_request_ms") or {}).get("p99"), "{:.2f}"),
+    ("acks/s", lambda r: r.get("acks_per_sec"), "{:.0f}"),
 ]
 
 
@@ -58,7 +59,8 @@ def main(path):
         print(f"| {scenario} | {server} | " + " | ".join(cells) + " |")
     print("\nmedian (min–max) over the runs; server CPU % is of one core during the send phase and drain;"
           " bench CPU % is of the load generator's cores in the same span; API req/s and API p99 ms"
-          " (api-rps) are emit requests answered 200 per second over keep-alive connections, and their round trip.")
+          " (api-rps) are emit requests answered 200 per second over keep-alive connections, and their round trip;"
+          " in the webhooks:* rows with acks/s, the latency columns are ack round trips (send to ack).")
 
 
 if __name__ == "__main__":

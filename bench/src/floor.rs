@@ -91,7 +91,7 @@ pub async fn connect(clients: usize, shared: &Arc<Shared>) -> anyhow::Result<Con
         let shared = shared.clone();
         tokio::spawn(async move {
             let mut ws = Ws::from_stream(stream);
-            while matches!(on_frames(&mut ws, &shared, idx % SHARDS), Ok(true)) {
+            while matches!(on_frames(&mut ws, &shared, idx % SHARDS, None), Ok(true)) {
                 match ws.fill().await {
                     Ok(n) if n > 0 => {}
                     _ => break,

@@ -13,7 +13,13 @@
 //! With `--emitter-redis`, the broadcasts enter through Redis instead, as
 //! `@socket.io/redis-emitter` publishes them (`emitter`), and every client
 //! receives every one.
+//!
+//! With `--ack-event`, the senders emit that event instead of `message` and
+//! the figures are the acks' round trips and rate (the `webhooks` scenario:
+//! a forwarded event against `join`); `--webhook-backend` runs the stand-in
+//! backend that scenario points ecos at (`backend`).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -23,6 +29,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
+mod backend;
 mod emitter;
 mod floor;
 mod http;
@@ -43,7 +50,7 @@ const MAX_LATENCY_US: u64 = 60_000_000;
 struct Args {
     /// Server base URL, e.g. http://127.0.0.1:3000. Repeat it for several
     /// instances: clients are spread over them round robin.
-    #[arg(long = "url", required_unless_present = "floor")]
+    #[arg(long = "url", required_unless_present_any = ["floor", "webhook_backend"])]
     urls: Vec<String>,
     /// Measure the kernel floor instead of a server: a thread of this process
     /// writes the same frames to --clients raw loopback connections, one
@@ -121,6 +128,27 @@ struct Args {
     /// Keep-alive connections of --api-flood (a backend's connection pool).
     #[arg(long, default_value_t = 64)]
     api_connections: usize,
+    /// The senders emit this event with an ack request instead of
+    /// `message`, and the latency figures are the acks' round trips (send
+    /// to ack). For `join` (the contract's own ack) or an event ecos
+    /// forwards to a webhooks backend.
+    #[arg(long, conflicts_with_all = ["floor", "emitter_redis", "api_flood"])]
+    ack_event: Option<String>,
+    /// The argument of every --ack-event emit, as JSON.
+    #[arg(long, default_value = "\"bench\"", requires = "ack_event")]
+    ack_arg: String,
+    /// With --ack-event: for this many seconds each sender keeps
+    /// --ack-window emits waiting for their acks, sending the next as soon
+    /// as one is acked (closed loop: the acks/s the server sustains).
+    #[arg(long, requires = "ack_event", conflicts_with_all = ["count", "duration"])]
+    ack_flood: Option<f64>,
+    /// Emits each sender keeps in flight during --ack-flood.
+    #[arg(long, default_value_t = 1)]
+    ack_window: usize,
+    /// Run the stand-in webhooks backend on this address (`127.0.0.1:0`:
+    /// any port; prints `listening <port>`) instead of generating load.
+    #[arg(long, exclusive = true)]
+    webhook_backend: Option<String>,
 }
 
 /// Where broadcasts enter the server.
@@ -152,6 +180,7 @@ struct Shared {
     dropped: AtomicUsize,
     last_welcome_ns: AtomicU64,
     last_delivery_ns: AtomicU64,
+    last_ack_ns: AtomicU64,
     settled: Notify,
     hist: Vec<Mutex<Histogram<u64>>>,
 }
@@ -171,6 +200,7 @@ impl Shared {
             dropped: AtomicUsize::new(0),
             last_welcome_ns: AtomicU64::new(0),
             last_delivery_ns: AtomicU64::new(0),
+            last_ack_ns: AtomicU64::new(0),
             settled: Notify::new(),
             hist,
         }
@@ -183,6 +213,40 @@ enum Cmd {
     One(u64),
     /// Emit this many messages back to back, sequence numbers from the first.
     Burst { first: u64, n: u64 },
+    /// `--ack-flood`: keep `window` emits in flight until `until` (ns, `now_ns`).
+    Flood { until: u64, window: usize },
+}
+
+/// A sender's state in `--ack-event` mode: its emits waiting for their ack.
+struct Acks {
+    /// `"<event>",<arg>`: what goes between the brackets of every emit.
+    args: Arc<str>,
+    /// Ack id -> when the emit was queued (`now_ns`).
+    pending: HashMap<u64, u64>,
+    /// Ids of the flood's emits (the ticker's come from the main task).
+    next_id: u64,
+    /// While flooding: no new emit from this instant on.
+    flood_until: Option<u64>,
+    /// Emits to queue before the next read (one per ack while flooding).
+    due: usize,
+}
+
+impl Acks {
+    fn new(args: Arc<str>) -> Self {
+        Acks { args, pending: HashMap::new(), next_id: 1 << 40, flood_until: None, due: 0 }
+    }
+}
+
+/// Queues one emit with ack id `seq`: `message` (stamped), or the ack event.
+fn queue_emit(ws: &mut Ws, seq: u64, padding: &str, acks: Option<&mut Acks>, shared: &Shared) {
+    match acks {
+        Some(a) => {
+            ws.queue_text(&format!("42{seq}[{}]", a.args));
+            a.pending.insert(seq, now_ns());
+        }
+        None => ws.queue_text(&message_packet(seq, padding)),
+    }
+    shared.sent.fetch_add(1, Ordering::Relaxed);
 }
 
 /// `http://host:port[/...]` or `ws://host:port` -> (`host:port`, Engine.IO WebSocket path).
@@ -210,8 +274,8 @@ enum Kind {
     Welcome,
     /// A `message` event, with its send stamp when it has one.
     Message(Option<u64>),
-    /// An ack to one of our emits; true when it said `ok: true`.
-    Ack(bool),
+    /// An ack to one of our emits: whether it said `ok: true`, and its id.
+    Ack(bool, Option<u64>),
     /// The server ended the session.
     End,
     /// A WebSocket ping, to be answered with its payload.
@@ -227,8 +291,9 @@ fn classify(frame: Frame<'_>) -> Kind {
                 Kind::Message(stamp_of(t))
             } else if t == "2" {
                 Kind::EioPing
-            } else if t.starts_with("43") {
-                Kind::Ack(t.contains("\"ok\":true"))
+            } else if let Some(rest) = t.strip_prefix("43") {
+                let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+                Kind::Ack(t.contains("\"ok\":true"), rest[..digits].parse().ok())
             } else if t.starts_with("42[\"welcome\"") {
                 Kind::Welcome
             } else if t.starts_with("44") {
@@ -330,6 +395,8 @@ async fn api_sender(host: String, key: String, mut cmds: mpsc::UnboundedReceiver
             let (first, n) = match cmd {
                 Cmd::One(seq) => (seq, 1),
                 Cmd::Burst { first, n } => (first, n),
+                // Only socket senders flood (run refuses --ack-event with --via api).
+                Cmd::Flood { .. } => continue,
             };
             for seq in first..first + n {
                 let status = api_send(&mut http, seq, &padding, &shared).await?;
@@ -405,7 +472,7 @@ async fn api_flood(
 }
 
 /// Handles every frame already read; `Ok(false)` means the server ended the session.
-fn on_frames(ws: &mut Ws, shared: &Shared, shard: usize) -> anyhow::Result<bool> {
+fn on_frames(ws: &mut Ws, shared: &Shared, shard: usize, mut acks: Option<&mut Acks>) -> anyhow::Result<bool> {
     while let Some(frame) = ws.next_frame()? {
         match classify(frame) {
             Kind::Message(stamp) => {
@@ -419,11 +486,20 @@ fn on_frames(ws: &mut Ws, shared: &Shared, shard: usize) -> anyhow::Result<bool>
             }
             Kind::EioPing => ws.queue_text("3"),
             Kind::WsPing(p) => ws.queue(0xA, &p),
-            Kind::Ack(true) => {
-                shared.acked_ok.fetch_add(1, Ordering::Relaxed);
-            }
-            Kind::Ack(false) => {
-                shared.acked_other.fetch_add(1, Ordering::Relaxed);
+            Kind::Ack(ok, id) => {
+                let counter = if ok { &shared.acked_ok } else { &shared.acked_other };
+                counter.fetch_add(1, Ordering::Relaxed);
+                if let Some(a) = acks.as_deref_mut() {
+                    let now = now_ns();
+                    if let Some(sent) = id.and_then(|id| a.pending.remove(&id)) {
+                        let us = (now.saturating_sub(sent) / 1_000).max(1);
+                        shared.hist[shard].lock().unwrap().saturating_record(us);
+                    }
+                    shared.last_ack_ns.fetch_max(now, Ordering::Relaxed);
+                    if a.flood_until.is_some_and(|until| now < until) {
+                        a.due += 1;
+                    }
+                }
             }
             Kind::End => return Ok(false),
             _ => {}
@@ -450,6 +526,7 @@ async fn client(
     total: usize,
     connect_timeout: Duration,
     connect: Arc<str>,
+    mut acks: Option<Acks>,
 ) {
     let permit = slots.acquire_owned().await.expect("semaphore open");
     let mut ws = match tokio::time::timeout(connect_timeout, handshake(&host, &path, idx as u32 + 1, &connect)).await {
@@ -475,8 +552,16 @@ async fn client(
     let shard = idx % SHARDS;
     let result: anyhow::Result<()> = async {
         loop {
-            if !on_frames(&mut ws, &shared, shard)? {
+            if !on_frames(&mut ws, &shared, shard, acks.as_mut())? {
                 bail!("session ended by the server");
+            }
+            if let Some(a) = acks.as_mut() {
+                while a.due > 0 {
+                    a.due -= 1;
+                    let id = a.next_id;
+                    a.next_id += 1;
+                    queue_emit(&mut ws, id, &padding, Some(a), &shared);
+                }
             }
             ws.flush().await?;
             let wake = tokio::select! {
@@ -496,10 +581,16 @@ async fn client(
                 }
                 Wake::Cmd(None) => cmds = None,
                 Wake::Cmd(Some(Cmd::One(seq))) => {
-                    ws.send_text(&message_packet(seq, &padding)).await?;
-                    shared.sent.fetch_add(1, Ordering::Relaxed);
+                    queue_emit(&mut ws, seq, &padding, acks.as_mut(), &shared);
+                    ws.flush().await?;
                 }
-                Wake::Cmd(Some(Cmd::Burst { first, n })) => burst(&mut ws, first, n, &padding, &shared).await?,
+                Wake::Cmd(Some(Cmd::Burst { first, n })) => burst(&mut ws, first, n, &padding, acks.as_mut(), &shared).await?,
+                Wake::Cmd(Some(Cmd::Flood { until, window })) => {
+                    if let Some(a) = acks.as_mut() {
+                        a.flood_until = Some(until);
+                        a.due += window;
+                    }
+                }
             }
         }
     }
@@ -512,10 +603,9 @@ async fn client(
     }
 }
 
-async fn burst(ws: &mut Ws, first: u64, n: u64, padding: &str, shared: &Shared) -> anyhow::Result<()> {
+async fn burst(ws: &mut Ws, first: u64, n: u64, padding: &str, mut acks: Option<&mut Acks>, shared: &Shared) -> anyhow::Result<()> {
     for seq in first..first + n {
-        ws.queue_text(&message_packet(seq, padding));
-        shared.sent.fetch_add(1, Ordering::Relaxed);
+        queue_emit(ws, seq, padding, acks.as_deref_mut(), shared);
         if (seq - first) % 16 == 15 {
             ws.flush().await?;
         }
@@ -572,6 +662,11 @@ fn raise_fd_limit() -> u64 {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(addr) = &args.webhook_backend {
+        // One thread: bench/run pins it beside the generator.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        return rt.block_on(backend::serve(addr));
+    }
     let _ = now_ns();
     let fds = raise_fd_limit();
     if (fds as usize) < args.clients + 64 {
@@ -608,8 +703,18 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
         Via::Socket => args.senders.clamp(1, args.clients),
         Via::Api => args.senders.max(1),
     };
+    if args.ack_event.is_some() && args.via == Via::Api {
+        bail!("--ack-event needs socket senders, not --via api");
+    }
+    let ack_args: Option<Arc<str>> = match &args.ack_event {
+        Some(event) => {
+            let arg: serde_json::Value = serde_json::from_str(&args.ack_arg).context("--ack-arg is not JSON")?;
+            Some(format!("{},{arg}", serde_json::Value::from(event.as_str())).into())
+        }
+        None => None,
+    };
     let mut count = match (args.count, args.duration) {
-        _ if args.api_flood.is_some() => 0,
+        _ if args.api_flood.is_some() || args.ack_flood.is_some() => 0,
         (Some(c), _) => c,
         (None, d) => {
             if args.rate <= 0.0 {
@@ -661,6 +766,7 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
             args.clients,
             connect_timeout,
             connect.clone(),
+            ack_args.clone().filter(|_| idx < senders && args.via == Via::Socket).map(Acks::new),
         ));
     }
     if args.via == Via::Api && !args.floor {
@@ -722,7 +828,14 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
         }
         _ => None,
     };
-    if count > 0 && connected >= 2 && !args.floor && !through_emitter && flood.is_none() {
+    if let Some(secs) = args.ack_flood.filter(|_| connected >= 2) {
+        let until = now_ns() + (secs * 1e9) as u64;
+        for tx in &txs {
+            let _ = tx.send(Cmd::Flood { until, window: args.ack_window.max(1) });
+        }
+        tokio::time::sleep(Duration::from_secs_f64(secs) + Duration::from_millis(20)).await;
+        count = shared.sent.load(Ordering::Relaxed);
+    } else if count > 0 && connected >= 2 && !args.floor && !through_emitter && flood.is_none() {
         if args.rate > 0.0 {
             let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -758,7 +871,8 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
     // no sender among the clients, and an API emit goes to every client.
     let sender_is_client =
         !args.floor && !through_emitter && args.via == Via::Socket && args.api_flood.is_none();
-    let expected = sent * (holding.saturating_sub(usize::from(sender_is_client))) as u64;
+    // An ack event is answered to its sender only: nothing is delivered.
+    let expected = if ack_args.is_some() { 0 } else { sent * (holding.saturating_sub(usize::from(sender_is_client))) as u64 };
     if count > 0 {
         let mut last_seen = shared.delivered.load(Ordering::Relaxed);
         let mut last_change = Instant::now();
@@ -826,6 +940,9 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
     let flood_q = |p: f64| flood.as_ref().filter(|f| !f.hist.is_empty()).map(|f| f.hist.value_at_quantile(p) as f64 / 1000.0);
     let api_rps = flood.as_ref().map(|f| f.ok as f64 / f.secs);
     let via = if args.api_flood.is_some() || args.via == Via::Api { "api" } else { "socket" };
+    let acked = shared.acked_ok.load(Ordering::Relaxed) + shared.acked_other.load(Ordering::Relaxed);
+    let ack_secs = shared.last_ack_ns.load(Ordering::Relaxed).saturating_sub(send_start) as f64 / 1e9;
+    let acks_per_sec = ack_args.as_ref().filter(|_| ack_secs > 0.0).map(|_| acked as f64 / ack_secs);
 
     let summary = format!(
         "ecos-bench {label}\n  clients {connected}/{clients} connected ({failed} failed, {dropped} dropped later) in {connect_secs:.2} s over {nurls} URL(s); CPU while connecting: server {csu}, generator {cbu}\n  \
@@ -869,7 +986,12 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
             ),
             None => String::new(),
         },
-    );
+    ) + &match (&args.ack_event, acks_per_sec) {
+        (Some(event), Some(rate)) => format!(
+            "\n  acks of `{event}`: {acked} in {ack_secs:.2} s, {rate:.0} acks/s (the latency figures above are their round trips)"
+        ),
+        _ => String::new(),
+    };
     let json = serde_json::json!({
         "label": args.label,
         "urls": args.urls,
@@ -908,6 +1030,9 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
         "api_requests_other": flood.as_ref().map(|f| f.errors),
         "api_connections": flood.as_ref().map(|_| args.api_connections),
         "api_request_ms": flood.as_ref().map(|_| serde_json::json!({ "p50": flood_q(0.5), "p99": flood_q(0.99), "max": flood_q(1.0) })),
+        "ack_event": args.ack_event,
+        "ack_window": args.ack_flood.map(|_| args.ack_window),
+        "acks_per_sec": acks_per_sec,
     });
     if args.json {
         eprintln!("{summary}");

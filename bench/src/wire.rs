@@ -187,10 +187,4 @@ impl Ws {
         }
         Ok(())
     }
-
-    /// Queues and writes one text message.
-    pub async fn send_text(&mut self, text: &str) -> anyhow::Result<()> {
-        self.queue_text(text);
-        self.flush().await
-    }
 }
