@@ -178,8 +178,9 @@ class Backend:
                     body = json.dumps(body).encode()
                 try:
                     self.send_response(answer.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
+                    if answer.status != 204:  # which has no body, nor a length
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
                 except OSError:
