@@ -437,10 +437,12 @@ async def test_without_rooms_or_user_in_the_answer(hooks, opened):
     assert sio2 is not None and welcome2["user"] is None
 
 
-async def test_connect_without_auth_sends_auth_null_and_the_forwarded_address(hooks, backend, opened):
-    sio, _ = await attempt(hooks, opened, cookie="session=s-bob", headers={"X-Forwarded-For": "203.0.113.9, 198.51.100.4"})
+async def test_connect_with_a_token_only_and_behind_a_router(hooks, backend, opened):
+    sio, _ = await attempt(hooks, opened, cookie="session=s-bob", auth={"token": "secret-token"}, headers={"X-Forwarded-For": "203.0.113.9, 198.51.100.4"})
     (hook,) = backend.of("connect", sio.get_sid("/"))
-    assert hook.body["auth"] is None
+    # python-socketio always sends an auth object (`{}` when none is given).
+    assert hook.body["auth"] == {}
+    assert "secret-token" not in json.dumps(hook.body)
     assert hook.body["address"] == "198.51.100.4", "the rightmost X-Forwarded-For entry"
 
 
@@ -554,7 +556,9 @@ async def test_one_disconnect_notification_per_disconnect(hooks, backend, opened
     for sid, user in zip(sids, ("alice", "bob")):
         (hook,) = await backend.wait("disconnect", sid)
         assert hook.body["socket"] == {"id": sid, "instance": hooks.id, "user": user}
-        assert hook.body["reason"] == "client_disconnect"
+        # python-socketio sends its DISCONNECT and closes the transport at
+        # once: ecos may see either first.
+        assert hook.body["reason"] in ("client_disconnect", "transport_close"), hook.body
         assert isinstance(hook.body["connected_seconds"], float) and 0.1 < hook.body["connected_seconds"] < 30
     await asyncio.sleep(1.0)
     for sid in sids:
