@@ -946,12 +946,13 @@ async fn run(args: Args, threads: usize) -> anyhow::Result<i32> {
 
     let summary = format!(
         "ecos-bench {label}\n  clients {connected}/{clients} connected ({failed} failed, {dropped} dropped later) in {connect_secs:.2} s over {nurls} URL(s); CPU while connecting: server {csu}, generator {cbu}\n  \
-         sent {sent} broadcasts from {senders} senders (rate {rate}), send phase {sendp:.2} s\n  \
+         sent {sent} {what} from {senders} senders (rate {rate}), send phase {sendp:.2} s\n  \
          delivered {delivered} of {expected} expected, ratio {ratio}, {dps:.0} deliveries/s; acks ok {aok}, other {aother}\n  \
          latency ms: p50 {p50:.2}  p90 {p90:.2}  p99 {p99:.2}  max {max:.2}\n  \
          server RSS KiB: before {rb:?}, connected {rc:?}, end {re:?}; per connection {rpc}\n  \
          server CPU {scpu} s over {wall:.2} s ({sutil}); {cpd} us CPU per delivery; load generator CPU {bcpu} s in the same span on {threads} thread(s){flood_line}",
         label = args.label,
+        what = if args.ack_event.is_some() { "acked emits" } else { "broadcasts" },
         csu = connect_server_util.map(|v| format!("{:.0}% of a core", v * 100.0)).unwrap_or_else(|| "n/a".into()),
         cbu = connect_bench_util.map(|v| format!("{:.0}%", v * 100.0)).unwrap_or_else(|| "n/a".into()),
         clients = args.clients,
