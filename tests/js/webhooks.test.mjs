@@ -19,6 +19,7 @@ import {
   it,
   nextEvent,
   sleep,
+  startCluster,
   startSingle,
   stopServer,
 } from "./harness.mjs";
@@ -446,5 +447,50 @@ describe("webhooks: fail open", () => {
     assert.ok(result.ok, result.message);
     assert.equal(result.welcome.user, null);
     assert.deepEqual(await ack(result.socket, "order:place", 1), { ok: false, error: "backend unavailable" });
+  });
+});
+
+describe("webhooks: in a cluster", () => {
+  let backend;
+  let topo;
+  before(async () => {
+    backend = await startBackend();
+    backend.respond = sessionApp;
+    topo = await startCluster({ ids: ["js-hooks-a", "js-hooks-b"], env: hookEnv(backend) });
+  });
+  after(async () => {
+    closeAll();
+    await topo?.stop();
+    await backend?.down();
+  });
+  afterEach(() => assert.deepEqual(backend.problems, []));
+
+  it("each instance calls the backend for its own sockets, and the hook's rooms span the cluster", async () => {
+    const [a, b] = topo.servers;
+    const onA = await alice(a);
+    const onB = await alice(b);
+    assert.ok(onA.ok && onB.ok);
+    const calls = backend.of("connect").filter((r) => [onA.socket.id, onB.socket.id].includes(r.body.socket.id));
+    assert.deepEqual(
+      calls.map((r) => [r.body.socket.id, r.body.socket.instance]).sort(),
+      [
+        [onA.socket.id, "js-hooks-a"],
+        [onB.socket.id, "js-hooks-b"],
+      ].sort(),
+    );
+    const before = backend.of("event").length;
+    const answer = await ack(onB.socket, "order:place", "from b");
+    assert.equal(answer.order, 17);
+    const [request] = backend.of("event").slice(before);
+    assert.deepEqual(request.body.socket, { id: onB.socket.id, instance: "js-hooks-b", user: "alice" });
+    await eventually(
+      async () => (await ack(onA.socket, "room:members", "team:42")).members.sort(),
+      [onA.socket.id, onB.socket.id].sort(),
+      3_000,
+      "team:42 across the cluster",
+    );
+    const got = nextEvent(onB.socket, "room:message");
+    assert.deepEqual(await ack(onA.socket, "room:message", "team:42", "hello b"), { ok: true });
+    assert.deepEqual(await got, ["team:42", "hello b"]);
   });
 });
