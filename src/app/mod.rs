@@ -347,8 +347,8 @@ impl Application {
                     "closing requests still open after the grace"
                 );
             }
-            // Closing the sessions queued a disconnect notification each:
-            // deliver them (at least once) while the drain time lasts.
+            // Closing the sessions queued a disconnect notification each
+            // (the hub's farewell runs before the close): deliver them.
             if let Some(hooks) = &webhooks {
                 hooks.flush().await;
             }

@@ -133,20 +133,24 @@ impl Webhooks {
     }
 
     /// Waits until every queued disconnect notification is delivered or given
-    /// up (the drain calls it, within its own timeout).
+    /// up, for at most two request timeouts: time for one attempt and one
+    /// retry. A backend that is down must not make every deploy wait for the
+    /// whole drain timeout; what is left is counted by [`Webhooks::abandon`].
     pub async fn flush(&self) {
         let Some(queue) = &self.disconnect else {
             return;
         };
-        // Disconnect handlers run as tasks of their own: let the ones the
-        // drain's closing started queue their notifications first.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        loop {
-            let settled = queue.settled.notified();
-            if queue.pending() == 0 {
-                return;
+        let wait = async {
+            loop {
+                let settled = queue.settled.notified();
+                if queue.pending() == 0 {
+                    return;
+                }
+                settled.await;
             }
-            settled.await;
+        };
+        if tokio::time::timeout(self.timeout * 2, wait).await.is_err() {
+            tracing::warn!(left = queue.pending(), "disconnect notifications still undelivered at shutdown");
         }
     }
 

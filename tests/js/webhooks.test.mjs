@@ -425,6 +425,45 @@ describe("webhooks: disconnect notifications", () => {
   });
 });
 
+describe("webhooks: a full disconnect queue", () => {
+  let backend;
+  let topo;
+  before(async () => {
+    backend = await startBackend();
+    backend.respond = () => ({ hang: true });
+    topo = await startSingle({
+      id: "js-hooks-queue",
+      env: hookEnv(backend, {
+        ECOS_WEBHOOKS__CONNECT: "false",
+        ECOS_WEBHOOKS__DISCONNECT_QUEUE: "2",
+        ECOS_WEBHOOKS__TIMEOUT_MS: "1000",
+      }),
+    });
+  });
+  after(async () => {
+    closeAll();
+    // The two queued notifications get two timeouts at shutdown, then are given up.
+    const started = Date.now();
+    await topo?.stop();
+    assert.ok(Date.now() - started < 5_000, "a dead backend does not hold the drain");
+    await backend?.down();
+  });
+
+  it("drops what does not fit, counted, and shows the depth", async () => {
+    const server = topo.servers[0];
+    const sockets = [];
+    for (let i = 0; i < 5; i += 1) sockets.push((await tryConnect(server)).socket);
+    for (const socket of sockets) socket.disconnect();
+    const sample = async (name, label) => {
+      const text = await (await fetch(`${server.url}/metrics`)).text();
+      const line = text.split("\n").find((l) => l.startsWith(name) && (!label || l.includes(label)));
+      return line ? Number(line.split(" ").pop()) : null;
+    };
+    await eventually(() => sample("ecos_webhook_dropped_total", 'reason="queue_full"'), 3, 3_000, "dropped");
+    assert.equal(await sample("ecos_webhook_queue_depth"), 2);
+  });
+});
+
 describe("webhooks: fail open", () => {
   let topo;
   before(async () => {
