@@ -173,12 +173,26 @@ pub struct SocketIoHub<A: Adapter> {
     io: SocketIo<A>,
     /// The Redis link, when the adapter is the cluster's.
     cluster: Option<Cluster>,
+    /// What each local socket's departure does when the server closes.
+    farewell: Option<Farewell<A>>,
 }
 
+/// Accounts for a socket that the server's close takes away.
+///
+/// socketioxide's close ends every connection but calls no disconnect
+/// handler (it empties its namespaces first), so the contract's own
+/// departure (the count, the log, the disconnect webhook) runs from here.
+pub type Farewell<A> = Box<dyn Fn(&SocketRef<A>) + Send + Sync>;
+
 impl<A: Adapter> SocketIoHub<A> {
-    /// A hub for `io`; `cluster` is left on close and reports the link's health.
-    pub fn new(io: SocketIo<A>, cluster: Option<Cluster>) -> Arc<Self> {
-        Arc::new(Self { io, cluster })
+    /// A hub for `io`; `cluster` is left on close and reports the link's
+    /// health; `farewell` runs for every local socket when the server closes.
+    pub fn new(io: SocketIo<A>, cluster: Option<Cluster>, farewell: Option<Farewell<A>>) -> Arc<Self> {
+        Arc::new(Self {
+            io,
+            cluster,
+            farewell,
+        })
     }
 
     fn select(&self, selector: &Selector) -> BroadcastOperators<A> {
@@ -433,6 +447,11 @@ impl<A: Adapter> Hub for SocketIoHub<A> {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            if let (Some(farewell), Some(ns)) = (&self.farewell, self.io.of("/")) {
+                for socket in ns.sockets() {
+                    farewell(&socket);
+                }
+            }
             self.io.close().await;
             if let Some(cluster) = &self.cluster {
                 cluster.stop().await;

@@ -17,6 +17,7 @@
 //! - [`hub`]: the type-erased handle on the Socket.IO server that HTTP and the app use, whatever the adapter.
 //! - [`cluster`]: the Redis adapter's self-healing driver, its supervisor, cluster stats, and the listener for the official Redis emitter.
 //! - [`metrics`]: the Prometheus registry and the app's metrics.
+//! - [`webhooks`]: signed HTTP calls to the team's backend: the connect hook, forwarded events with the answer as ack, disconnect notifications.
 //! - [`telemetry`]: the tracing subscriber (text or JSON on stdout).
 //! - [`healthcheck`]: the `ecos healthcheck` subcommand for container health checks.
 //! - [`cli`]: command-line options.
@@ -40,6 +41,7 @@ pub mod metrics;
 pub mod net;
 pub mod realtime;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use app::Application;
 pub use config::Settings;

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeSet;
 
-use base64::Engine;
 use rmpv::Value as Msg;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -21,7 +20,12 @@ use utoipa::{IntoParams, ToSchema};
 use super::response::ApiError;
 use crate::{
     hub::Selector,
-    realtime::{MAX_ROOM_CHARS, USER_ROOM_PREFIX, args::Args, room_name, user_room},
+    realtime::{
+        MAX_ROOM_CHARS, USER_ROOM_PREFIX,
+        args::{self, Args},
+        events::RESERVED_EVENTS,
+        room_name, user_room,
+    },
 };
 
 /// Most entries in each of `rooms`, `except`, `users` and `sockets`.
@@ -32,20 +36,6 @@ pub const MAX_EVENT_CHARS: usize = 128;
 
 /// Longest user id: its room `user:<id>` must be a valid room name.
 pub const MAX_USER_CHARS: usize = MAX_ROOM_CHARS - USER_ROOM_PREFIX.len();
-
-/// Event names Socket.IO clients keep for themselves; an emit of one would
-/// fire the client's own connection handlers.
-pub const RESERVED_EVENTS: [&str; 6] = [
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
-
-/// The key of a binary argument: `{ "$base64": "<standard base64>" }`.
-pub const BASE64_KEY: &str = "$base64";
 
 /// Selects sockets: the members of `rooms`, the sockets of `users`, and the
 /// sockets named in `sockets` (on any instance), minus the members of
@@ -448,63 +438,9 @@ fn socket_id(value: &str) -> Result<String, String> {
         })
 }
 
-/// A JSON value as a Socket.IO argument: `{ "$base64": "..." }` becomes
-/// binary, at any depth; `at` names the place for error messages.
+/// A JSON value as a Socket.IO argument (`{ "$base64": "..." }` becomes binary).
 fn to_msgpack(value: Value, at: &str) -> Result<Msg, ApiError> {
-    Ok(match value {
-        Value::Null => Msg::Nil,
-        Value::Bool(b) => Msg::Boolean(b),
-        Value::Number(n) => {
-            if let Some(u) = n.as_u64() {
-                Msg::from(u)
-            } else if let Some(i) = n.as_i64() {
-                Msg::from(i)
-            } else {
-                Msg::F64(n.as_f64().unwrap_or_default())
-            }
-        }
-        Value::String(s) => Msg::from(s),
-        Value::Array(items) => Msg::Array(
-            items
-                .into_iter()
-                .enumerate()
-                .map(|(i, item)| to_msgpack(item, &format!("{at}[{i}]")))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(fields) if fields.contains_key(BASE64_KEY) => binary(fields, at)?,
-        Value::Object(fields) => Msg::Map(
-            fields
-                .into_iter()
-                .map(|(key, item)| {
-                    let place = format!("{at}.{key}");
-                    Ok((Msg::from(key), to_msgpack(item, &place)?))
-                })
-                .collect::<Result<_, ApiError>>()?,
-        ),
-    })
-}
-
-/// `{ "$base64": "<standard base64, padding optional>" }` as binary.
-fn binary(fields: Map<String, Value>, at: &str) -> Result<Msg, ApiError> {
-    if fields.len() != 1 {
-        return Err(bad(format!(
-            "`{at}`: an object with `{BASE64_KEY}` is a binary value and must have no other key"
-        )));
-    }
-    let Some(Value::String(encoded)) = fields.get(BASE64_KEY) else {
-        return Err(bad(format!(
-            "`{at}.{BASE64_KEY}` must be a string of standard base64"
-        )));
-    };
-    const ENGINE: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-    );
-    ENGINE
-        .decode(encoded.trim())
-        .map(Msg::Binary)
-        .map_err(|e| bad(format!("`{at}.{BASE64_KEY}` is not standard base64: {e}")))
+    args::from_json(value, at).map_err(bad)
 }
 
 #[cfg(test)]

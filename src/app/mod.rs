@@ -28,7 +28,8 @@ use crate::{
     hub::{Hub, SocketIoHub},
     metrics::{Metrics, MetricsError},
     net::{self, ConnLimits, SlowConsumers},
-    realtime::{Realtime, limits::RateLimit},
+    realtime::{self, Realtime, limits::RateLimit},
+    webhooks::Webhooks,
 };
 
 pub use lifecycle::{Lifecycle, signal};
@@ -71,6 +72,9 @@ pub enum StartupError {
     /// Authentication could not be set up.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    /// The webhook client could not be set up.
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::WebhookError),
     /// The HTTP server failed while serving.
     #[error("server error: {0}")]
     Serve(std::io::Error),
@@ -98,6 +102,8 @@ pub struct Application {
     conn_limits: ConnLimits,
     /// The app's metrics, for the connection counters.
     metrics: Metrics,
+    /// The backend's webhooks, whose disconnect notifications the drain waits for.
+    webhooks: Option<Arc<Webhooks>>,
     /// The settings the app was built with.
     settings: Settings,
 }
@@ -143,6 +149,7 @@ impl Application {
                 "auth.mode is `none`: anyone who reaches this address can connect, join any room and broadcast; set auth.mode = jwt (docs/auth.md)"
             );
         }
+        let webhooks = Webhooks::new(&settings.webhooks, &metrics)?;
         let lifecycle = Arc::new(Lifecycle::new());
         let instance_id: Arc<str> = Arc::from(settings.instance_id.as_str());
         let slow_consumers = SlowConsumers::new(settings.socketio.slow_consumer_timeout);
@@ -158,9 +165,10 @@ impl Application {
             max_rooms_per_socket: settings.limits.max_rooms_per_socket,
             rooms_cache: Arc::default(),
             auth,
+            webhooks: webhooks.clone(),
         };
         let client_script = read_client_script(&settings).await?;
-        let builder = socketio_builder(&settings).with_state(realtime);
+        let builder = socketio_builder(&settings).with_state(realtime.clone());
 
         // The one place the adapter is chosen; the same handlers serve both.
         let wired = match &settings.redis.url {
@@ -168,7 +176,7 @@ impl Application {
                 let (layer, io) = builder.build_layer();
                 // The in-memory adapter is ready at once: nothing to wait for.
                 let _ready = setup.namespaces(&io);
-                Wired::new(layer, io, None)
+                Wired::new(layer, io, None, realtime)
             }
             Some(url) => {
                 let gauge = metrics.connected_sockets.clone();
@@ -198,7 +206,7 @@ impl Application {
                         &metrics,
                     )?;
                 }
-                Wired::new(layer, io, Some(cluster))
+                Wired::new(layer, io, Some(cluster), realtime)
             }
         };
 
@@ -228,6 +236,7 @@ impl Application {
             lifecycle,
             conn_limits,
             metrics,
+            webhooks,
             settings,
         })
     }
@@ -268,6 +277,7 @@ impl Application {
             lifecycle,
             conn_limits,
             metrics,
+            webhooks,
             settings,
         } = self;
 
@@ -337,6 +347,11 @@ impl Application {
                     "closing requests still open after the grace"
                 );
             }
+            // Closing the sessions queued a disconnect notification each
+            // (the hub's farewell runs before the close): deliver them.
+            if let Some(hooks) = &webhooks {
+                hooks.flush().await;
+            }
         };
         match tokio::time::timeout(timeout, drain).await {
             Ok(()) => tracing::info!("drained; exiting"),
@@ -350,6 +365,9 @@ impl Application {
         // Whatever is left (requests past the grace, or the drain timeout)
         // is cut here rather than left running after the app has stopped.
         server.abort();
+        if let Some(hooks) = &webhooks {
+            hooks.abandon();
+        }
         Ok(())
     }
 }
@@ -364,9 +382,14 @@ struct Wired {
 }
 
 impl Wired {
-    fn new<A: Adapter>(layer: SocketIoLayer<A>, io: SocketIo<A>, cluster: Option<Cluster>) -> Self {
+    fn new<A: Adapter>(
+        layer: SocketIoLayer<A>,
+        io: SocketIo<A>,
+        cluster: Option<Cluster>,
+        realtime: Realtime,
+    ) -> Self {
         Self {
-            hub: SocketIoHub::new(io, cluster),
+            hub: SocketIoHub::new(io, cluster, Some(realtime::connection::farewell(realtime))),
             mount: Box::new(move |router| router.layer(layer)),
         }
     }

@@ -710,6 +710,143 @@ pub const KEYS: &[Key] = &[
             Some(_) => Shown::Hidden("a token".to_owned()),
         },
     },
+    Key {
+        name: "webhooks.url",
+        default: "",
+        shown_default: Some(r#"*(unset: webhooks are off)*"#),
+        platform_var: None,
+        doc: r#"The team's backend endpoint for [webhooks](docs/webhooks.md): ecos `POST`s signed JSON there for the hooks turned on below. `http://` or `https://` (certificates are verified against the system's CAs)."#,
+        apply: |s, v| {
+            s.webhooks.url = parse::webhook_url(v)?;
+            Ok(())
+        },
+        show: |s| Shown::optional(s.webhooks.url.as_deref().map(parse::mask)),
+    },
+    Key {
+        name: "webhooks.secret",
+        default: "",
+        shown_default: Some(r#"*(unset)*"#),
+        platform_var: None,
+        doc: r#"The key of every request's `X-Ecos-Signature` (HMAC-SHA256); required when `webhooks.url` is set. Never printed or logged."#,
+        apply: |s, v| {
+            s.webhooks.secret = parse::secret(v)?;
+            Ok(())
+        },
+        show: |s| match &s.webhooks.secret {
+            None => Shown::Unset,
+            Some(_) => Shown::Hidden("a secret".to_owned()),
+        },
+    },
+    Key {
+        name: "webhooks.connect",
+        default: "false",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Ask the backend whether each connection may connect, and as which user with which rooms. A refusal is CONNECT_ERROR `unauthorized: <reason>`."#,
+        apply: |s, v| {
+            s.webhooks.connect = v.boolean()?;
+            Ok(())
+        },
+        show: |s| Shown::flag(s.webhooks.connect),
+    },
+    Key {
+        name: "webhooks.forward_headers",
+        default: "",
+        shown_default: Some(r#"*(none)*"#),
+        platform_var: None,
+        doc: r#"Handshake headers the connect hook receives, comma-separated (e.g. `cookie,authorization`), so a session-cookie app can authenticate its users."#,
+        apply: |s, v| {
+            s.webhooks.forward_headers = parse::header_names(v)?;
+            Ok(())
+        },
+        show: |s| Shown::text(s.webhooks.forward_headers.join(",")),
+    },
+    Key {
+        name: "webhooks.events",
+        default: "",
+        shown_default: Some(r#"*(none)*"#),
+        platform_var: None,
+        doc: r#"Client events forwarded to the backend, comma-separated (e.g. `order:place,chat:read`); the backend's answer is the client's ack. ecos's own event names cannot be listed."#,
+        apply: |s, v| {
+            s.webhooks.events = parse::forwarded_events(v)?;
+            Ok(())
+        },
+        show: |s| Shown::text(s.webhooks.events.join(",")),
+    },
+    Key {
+        name: "webhooks.disconnect",
+        default: "false",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Tell the backend about every disconnection, at least once (retried, from a bounded queue)."#,
+        apply: |s, v| {
+            s.webhooks.disconnect = v.boolean()?;
+            Ok(())
+        },
+        show: |s| Shown::flag(s.webhooks.disconnect),
+    },
+    Key {
+        name: "webhooks.timeout_ms",
+        default: "5000",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"How long one webhook request may take, in milliseconds (100 to 60000), the wait for a free slot included. Past it, a connection is refused (`backend unavailable`), an event is acked `{ ok: false, error: "backend unavailable" }`, and a disconnect notification is retried."#,
+        apply: |s, v| {
+            let ms: u64 = v.bounded(100..=60_000, "a whole number of milliseconds from 100 to 60000")?;
+            s.webhooks.timeout = std::time::Duration::from_millis(ms);
+            Ok(())
+        },
+        show: |s| Shown::num(s.webhooks.timeout.as_millis()),
+    },
+    Key {
+        name: "webhooks.max_concurrency",
+        default: "64",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Webhook requests in flight at once, per instance (1 to 1024), over pooled keep-alive connections. Others wait for a slot within `webhooks.timeout_ms`."#,
+        apply: |s, v| {
+            s.webhooks.max_concurrency = v.bounded(1..=1024, "a whole number from 1 to 1024")?;
+            Ok(())
+        },
+        show: |s| Shown::num(s.webhooks.max_concurrency),
+    },
+    Key {
+        name: "webhooks.fail_open",
+        default: "false",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"When the connect hook cannot answer (timeout, network error, non-2xx), let the client in anonymously instead of refusing it. Off: a backend outage must not let everyone in."#,
+        apply: |s, v| {
+            s.webhooks.fail_open = v.boolean()?;
+            Ok(())
+        },
+        show: |s| Shown::flag(s.webhooks.fail_open),
+    },
+    Key {
+        name: "webhooks.disconnect_queue",
+        default: "10000",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"Disconnect notifications waiting or being retried, at most (1 to 1000000). Beyond it a notification is dropped and counted in `ecos_webhook_dropped_total{reason="queue_full"}`."#,
+        apply: |s, v| {
+            s.webhooks.disconnect_queue = v.bounded(1..=1_000_000, "a whole number from 1 to 1000000")?;
+            Ok(())
+        },
+        show: |s| Shown::num(s.webhooks.disconnect_queue),
+    },
+    Key {
+        name: "webhooks.retry_for_secs",
+        default: "60",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"How long a failed disconnect notification is retried (0 to 3600 whole seconds), with backoff from 0.5 s doubling to 10 s, under the same `X-Ecos-Delivery` id."#,
+        apply: |s, v| {
+            let secs: u64 = v.bounded(0..=3600, "a whole number of seconds from 0 to 3600")?;
+            s.webhooks.retry_for = std::time::Duration::from_secs(secs);
+            Ok(())
+        },
+        show: |s| Shown::num(s.webhooks.retry_for.as_secs()),
+    },
 ];
 
 /// Environment variables starting with `ECOS_` that are not settings but are allowed.

@@ -116,6 +116,7 @@ fn validate(settings: &Settings) -> Result<(), ConfigError> {
             message: e.to_string(),
         })?;
     }
+    validate_webhooks(&settings.webhooks)?;
     let emitter = &settings.emitter;
     if emitter.enabled == EmitterMode::On && settings.redis.url.is_none() {
         return Err(ConfigError::Invalid {
@@ -140,6 +141,46 @@ fn validate(settings: &Settings) -> Result<(), ConfigError> {
             expected: "a prefix other than `redis.prefix` (and its `-request` and `-response` forms), whose channels ecos's own adapter uses",
             origin: "",
         });
+    }
+    Ok(())
+}
+
+/// A webhook URL needs its secret and something to send; a hook needs the URL.
+fn validate_webhooks(hooks: &super::WebhookSettings) -> Result<(), ConfigError> {
+    match &hooks.url {
+        Some(url) => {
+            if hooks.secret.is_none() {
+                return Err(ConfigError::Requires {
+                    key: "webhooks.url",
+                    value: format!("\"{}\"", parse::mask(url)),
+                    needs: "`webhooks.secret`, the key that signs every request",
+                });
+            }
+            if !hooks.connect && hooks.events.is_empty() && !hooks.disconnect {
+                return Err(ConfigError::Requires {
+                    key: "webhooks.url",
+                    value: format!("\"{}\"", parse::mask(url)),
+                    needs: "at least one of `webhooks.connect`, `webhooks.events` or `webhooks.disconnect`",
+                });
+            }
+        }
+        None => {
+            let hooks_on = [
+                ("webhooks.connect", hooks.connect),
+                ("webhooks.events", !hooks.events.is_empty()),
+                ("webhooks.disconnect", hooks.disconnect),
+            ];
+            if let Some((key, _)) = hooks_on.into_iter().find(|(_, on)| *on) {
+                return Err(ConfigError::Requires {
+                    key,
+                    value: match key {
+                        "webhooks.events" => format!("\"{}\"", hooks.events.join(",")),
+                        _ => "true".to_owned(),
+                    },
+                    needs: "`webhooks.url`, the backend to call",
+                });
+            }
+        }
     }
     Ok(())
 }

@@ -156,6 +156,8 @@ pub struct Settings {
     pub api: ApiSettings,
     /// Who may read `/metrics`.
     pub metrics: MetricsSettings,
+    /// Signed HTTP calls to the team's backend (connect, events, disconnect).
+    pub webhooks: WebhookSettings,
 }
 
 /// Async runtime settings.
@@ -428,6 +430,40 @@ pub struct MetricsSettings {
     pub token: Option<Secret>,
 }
 
+/// Signed HTTP calls to the team's backend.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookSettings {
+    /// The backend endpoint; webhooks are off when unset.
+    pub url: Option<String>,
+    /// The HMAC key of `X-Ecos-Signature`.
+    pub secret: Option<Secret>,
+    /// Ask the backend to authorize every connection.
+    pub connect: bool,
+    /// Handshake headers passed to the connect hook (lowercase names).
+    pub forward_headers: Vec<String>,
+    /// Client events forwarded to the backend.
+    pub events: Vec<String>,
+    /// Notify the backend of every disconnection.
+    pub disconnect: bool,
+    /// How long one request may take, the wait for a free slot included.
+    pub timeout: Duration,
+    /// Requests in flight to the backend at once, per instance.
+    pub max_concurrency: usize,
+    /// Let clients in (anonymously) when the connect hook cannot answer.
+    pub fail_open: bool,
+    /// Disconnect notifications waiting or being retried, at most.
+    pub disconnect_queue: usize,
+    /// How long a disconnect notification is retried.
+    pub retry_for: Duration,
+}
+
+impl WebhookSettings {
+    /// Whether any hook is on (the URL is set).
+    pub fn enabled(&self) -> bool {
+        self.url.is_some()
+    }
+}
+
 impl Default for Settings {
     /// Empty values, each overwritten by its key's default when loading.
     fn default() -> Self {
@@ -450,6 +486,7 @@ impl Default for Settings {
             emitter: EmitterSettings::default(),
             api: ApiSettings::default(),
             metrics: MetricsSettings::default(),
+            webhooks: WebhookSettings::default(),
         }
     }
 }

@@ -298,6 +298,64 @@ fn channel_prefix(v: &Raw<'_>, prefix: String) -> Result<String, ConfigError> {
     }
 }
 
+/// `webhooks.url`: unset, or an `http://` or `https://` URL with a host.
+pub fn webhook_url(v: &Raw<'_>) -> Result<Option<String>, ConfigError> {
+    let Some(url) = v.non_empty() else {
+        return Ok(None);
+    };
+    let valid = reqwest::Url::parse(&url).is_ok_and(|parsed| {
+        matches!(parsed.scheme(), "http" | "https") && parsed.host_str().is_some_and(|h| !h.is_empty())
+    });
+    if valid {
+        Ok(Some(url))
+    } else {
+        Err(v.invalid_value(
+            &mask(&url),
+            "an http:// or https:// URL such as https://backend.example.com/ecos/hooks",
+        ))
+    }
+}
+
+/// `webhooks.forward_headers`: comma-separated header names, lowercased.
+pub fn header_names(v: &Raw<'_>) -> Result<Vec<String>, ConfigError> {
+    let mut names = Vec::new();
+    for name in v.text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() || names.len() >= 32 {
+            return Err(v.invalid_value(
+                name,
+                "up to 32 comma-separated HTTP header names, such as `cookie,authorization`",
+            ));
+        }
+        names.push(name.to_ascii_lowercase());
+    }
+    Ok(names)
+}
+
+/// `webhooks.events`: comma-separated client event names the contract does
+/// not use, nor Socket.IO itself.
+pub fn forwarded_events(v: &Raw<'_>) -> Result<Vec<String>, ConfigError> {
+    let mut names: Vec<String> = Vec::new();
+    for name in v.text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if crate::realtime::events::is_taken(name) {
+            return Err(v.invalid_value(
+                name,
+                "names of the app's own events; ecos's events (message, join, leave, room:message, rooms, room:members, room:ask, latency, welcome) and Socket.IO's reserved ones (connect, connect_error, disconnect, disconnecting, newListener, removeListener) cannot be forwarded",
+            ));
+        }
+        let valid = name.chars().count() <= 128 && !name.chars().any(char::is_control);
+        if !valid || names.len() >= 256 {
+            return Err(v.invalid_value(
+                name,
+                "up to 256 comma-separated event names of at most 128 characters, such as `order:place,chat:read`",
+            ));
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
+}
+
 /// What a secret (an API key, the metrics token) may be made of.
 pub const SECRET_FORM: &str = "1 to 512 visible ASCII characters without spaces or commas (e.g. the output of `openssl rand -hex 32`)";
 

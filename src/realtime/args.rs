@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use base64::Engine;
 use rmpv::Value;
 use serde::{
     Deserialize, Deserializer, Serialize, Serializer,
@@ -77,6 +78,110 @@ impl<'de> Deserialize<'de> for Args {
     }
 }
 
+/// The key of a binary value in JSON: `{ "$base64": "<standard base64>" }`,
+/// the form the server API takes and webhooks send.
+pub const BASE64_KEY: &str = "$base64";
+
+/// Standard base64; padding is optional when decoding.
+const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// A JSON value as a Socket.IO argument: `{ "$base64": "..." }` becomes
+/// binary, at any depth. `at` names the place in error messages.
+pub fn from_json(value: serde_json::Value, at: &str) -> Result<Value, String> {
+    use serde_json::Value as Json;
+    Ok(match value {
+        Json::Null => Value::Nil,
+        Json::Bool(b) => Value::Boolean(b),
+        Json::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else {
+                Value::F64(n.as_f64().unwrap_or_default())
+            }
+        }
+        Json::String(s) => Value::from(s),
+        Json::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| from_json(item, &format!("{at}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        Json::Object(fields) if fields.contains_key(BASE64_KEY) => {
+            if fields.len() != 1 {
+                return Err(format!(
+                    "`{at}`: an object with `{BASE64_KEY}` is a binary value and must have no other key"
+                ));
+            }
+            let Some(Json::String(encoded)) = fields.get(BASE64_KEY) else {
+                return Err(format!(
+                    "`{at}.{BASE64_KEY}` must be a string of standard base64"
+                ));
+            };
+            BASE64
+                .decode(encoded.trim())
+                .map(Value::Binary)
+                .map_err(|e| format!("`{at}.{BASE64_KEY}` is not standard base64: {e}"))?
+        }
+        Json::Object(fields) => Value::Map(
+            fields
+                .into_iter()
+                .map(|(key, item)| {
+                    let place = format!("{at}.{key}");
+                    Ok((Value::from(key), from_json(item, &place)?))
+                })
+                .collect::<Result<_, String>>()?,
+        ),
+    })
+}
+
+/// A Socket.IO argument as JSON, binary as `{ "$base64": "..." }` at any
+/// depth (the reverse of [`from_json`]). Map keys that are not strings are
+/// written as their JSON text; numbers JSON cannot hold become `null`.
+pub fn to_json(value: &Value) -> serde_json::Value {
+    use serde_json::Value as Json;
+    match value {
+        Value::Nil => Json::Null,
+        Value::Boolean(b) => Json::Bool(*b),
+        Value::Integer(i) => i
+            .as_u64()
+            .map(Json::from)
+            .or_else(|| i.as_i64().map(Json::from))
+            .unwrap_or(Json::Null),
+        Value::F32(f) => serde_json::Number::from_f64(f64::from(*f)).map_or(Json::Null, Json::Number),
+        Value::F64(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
+        Value::String(s) => Json::String(s.as_str().map_or_else(
+            || String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            str::to_owned,
+        )),
+        Value::Binary(bytes) | Value::Ext(_, bytes) => {
+            serde_json::json!({ BASE64_KEY: BASE64.encode(bytes) })
+        }
+        Value::Array(items) => Json::Array(items.iter().map(to_json).collect()),
+        Value::Map(entries) => Json::Object(
+            entries
+                .iter()
+                .map(|(key, item)| {
+                    let key = match key {
+                        Value::String(s) => s.as_str().map_or_else(
+                            || String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                            str::to_owned,
+                        ),
+                        other => to_json(other).to_string(),
+                    };
+                    (key, to_json(item))
+                })
+                .collect(),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +197,18 @@ mod tests {
         );
         let none: Args = serde_json::from_str("[]").unwrap();
         assert_eq!(none, Args::default());
+    }
+
+    #[test]
+    fn binary_goes_to_json_as_base64_and_comes_back() {
+        let value = Value::Map(vec![(
+            Value::from("file"),
+            Value::Array(vec![Value::Binary(vec![0, 1, 255]), Value::from(7)]),
+        )]);
+        let json = to_json(&value);
+        assert_eq!(json, serde_json::json!({ "file": [{ "$base64": "AAH/" }, 7] }));
+        assert_eq!(from_json(json, "args[0]"), Ok(value));
+        let error = from_json(serde_json::json!({ "$base64": 1 }), "args[0]").unwrap_err();
+        assert_eq!(error, "`args[0].$base64` must be a string of standard base64");
     }
 }

@@ -13,8 +13,35 @@ use socketioxide::{
     socket::DisconnectReason,
 };
 
-use super::{Realtime, dispatch, events::ServerEvent, limits::SocketState, reply, rooms};
-use crate::auth::{self, Refusal};
+use super::{Realtime, dispatch, events::ServerEvent, forward, limits::SocketState, reply, rooms};
+use crate::{
+    auth::{self, Refusal},
+    webhooks::{Denial, connect::ConnectRequest},
+};
+
+/// Why a connection was refused; the client reads the message in its
+/// `connect_error` as `unauthorized: <reason>`.
+#[derive(Debug, thiserror::Error)]
+pub enum Unauthorized {
+    /// The token was missing or not valid (`auth.mode = jwt`).
+    #[error("{0}")]
+    Token(Refusal),
+    /// The connect hook said no, or could not answer.
+    #[error("{0}")]
+    Backend(Denial),
+}
+
+impl From<Refusal> for Unauthorized {
+    fn from(refusal: Refusal) -> Self {
+        Unauthorized::Token(refusal)
+    }
+}
+
+impl From<Denial> for Unauthorized {
+    fn from(denial: Denial) -> Self {
+        Unauthorized::Backend(denial)
+    }
+}
 
 /// Payload of the `welcome` event.
 #[derive(Debug, Serialize)]
@@ -41,16 +68,18 @@ const LONGEST_EXPIRY_TIMER: Duration = Duration::from_secs(366 * 86_400);
 /// emits the moment it is connected could reach a socket with no handlers yet
 /// and its event would be dropped. Registering here closes that window.
 ///
-/// It also authenticates the connection: a refusal becomes CONNECT_ERROR
-/// with the message `unauthorized: <reason>`. An authenticated socket joins
-/// its user room here, so it is reachable from the moment it is connected.
+/// It also authenticates the connection (the JWT, then the connect hook): a
+/// refusal becomes CONNECT_ERROR with the message `unauthorized: <reason>`.
+/// A socket with a user joins its user room here, and the rooms the connect
+/// hook named, so it is reachable from the moment it is connected.
 pub async fn prepare<A: Adapter>(
     socket: SocketRef<A>,
     TryData(payload): TryData<serde_json::Value>,
     State(rt): State<Realtime>,
-) -> Result<(), Refusal> {
-    let token = auth::presented_token(payload.as_ref().ok(), &socket.req_parts().headers);
-    let identity = rt
+) -> Result<(), Unauthorized> {
+    let payload = payload.ok();
+    let token = auth::presented_token(payload.as_ref(), &socket.req_parts().headers);
+    let mut identity = rt
         .auth
         .authenticate(token.as_deref())
         .await
@@ -58,8 +87,37 @@ pub async fn prepare<A: Adapter>(
             // The reason only: the token is a credential.
             tracing::info!(sid = %socket.id, reason = refusal.reason(), "connection refused");
         })?;
+    let mut rooms = Vec::new();
+    if let Some(hooks) = rt.webhooks.as_ref().filter(|hooks| hooks.asks_on_connect()) {
+        let parts = socket.req_parts();
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<crate::net::Peer>>()
+            .map(|info| info.0.addr.ip());
+        let mut info = forward::socket_info(&socket, &rt);
+        info.user = identity.user.clone();
+        let admission = hooks
+            .ask_connect(ConnectRequest {
+                socket: info,
+                auth: payload.as_ref(),
+                headers: &parts.headers,
+                peer,
+            })
+            .await
+            .inspect_err(|denial| {
+                tracing::info!(sid = %socket.id, %denial, "connection refused by the connect hook");
+            })?;
+        // A verified token names the user; the backend's answer cannot change it.
+        if identity.user.is_none() {
+            identity.user = admission.user;
+        }
+        rooms = admission.rooms;
+    }
     if let Some(user) = &identity.user {
         socket.join(rooms::user_room(user));
+    }
+    if !rooms.is_empty() {
+        socket.join(rooms);
     }
     let expires_at = identity.expires_at;
     let state = Arc::new(SocketState::new(rt.rate_limit, identity));
@@ -112,11 +170,7 @@ async fn on_disconnect<A: Adapter>(
     reason: DisconnectReason,
     State(rt): State<Realtime>,
 ) {
-    rt.metrics.connected_sockets.dec();
     let state = socket.extensions.get::<Arc<SocketState>>();
-    if let Some(state) = &state {
-        state.cancel_expiry();
-    }
     // A socket ecos closed on purpose is counted under why; the transport
     // error a slow consumer's closed connection causes is reported as what it is.
     let closed_by_ecos = state.as_ref().and_then(|state| state.close_reason());
@@ -127,12 +181,47 @@ async fn on_disconnect<A: Adapter>(
     } else {
         reason_label(reason)
     };
+    depart(&socket, &rt, label, &reason);
+}
+
+/// The departure of every socket the server's close takes away, counted as
+/// `server_shutdown` (see [`crate::hub::Farewell`]).
+pub fn farewell<A: Adapter>(rt: Realtime) -> crate::hub::Farewell<A> {
+    let label = reason_label(DisconnectReason::ClosingServer);
+    Box::new(move |socket| {
+        // Only the contract's sockets: another setup's have nothing to account for.
+        if socket.extensions.get::<Arc<SocketState>>().is_some() {
+            depart(socket, &rt, label, &"server is closing");
+        }
+    })
+}
+
+/// Accounts for a socket leaving, once: the gauge, the count by reason, the
+/// log line and the disconnect webhook.
+fn depart<A: Adapter>(
+    socket: &SocketRef<A>,
+    rt: &Realtime,
+    label: &'static str,
+    detail: &dyn std::fmt::Display,
+) {
+    let state = socket.extensions.get::<Arc<SocketState>>();
+    if let Some(state) = &state {
+        if !state.depart() {
+            return;
+        }
+        state.cancel_expiry();
+    }
+    rt.metrics.connected_sockets.dec();
     rt.metrics
         .disconnections_total
         .with_label_values(&[label])
         .inc();
     let user = state.as_ref().and_then(|s| s.identity.user.as_deref());
-    tracing::info!(sid = %socket.id, user, reason = label, detail = %reason, "socket disconnected");
+    tracing::info!(sid = %socket.id, user, reason = label, detail = %detail, "socket disconnected");
+    if let Some(hooks) = rt.webhooks.as_ref().filter(|hooks| hooks.notifies_disconnect()) {
+        let connected_for = state.as_ref().map_or(Duration::ZERO, |s| s.connected_at.elapsed());
+        hooks.notify_disconnect(&forward::socket_info(socket, rt), label, connected_for);
+    }
 }
 
 /// The disconnect label of a socket whose connection was closed because the client stopped reading.

@@ -1,5 +1,5 @@
 //! The one path every client event takes: counted, rate-limited, then handed
-//! to its family.
+//! to its family, or to the backend when it is one of `webhooks.events`.
 //!
 //! socketioxide calls [`dispatch`] for every event (it is the socket's only
 //! handler), so what must apply to all events (metrics, the rate limit, and
@@ -19,6 +19,7 @@ use super::{
     args::Args,
     ask,
     events::ClientEvent,
+    forward,
     limits::{Admission, SocketState},
     messages,
     reply::{close, failure, reply},
@@ -89,6 +90,13 @@ pub async fn dispatch<A: Adapter>(
         }
     }
     let Some(event) = known else {
+        if let Some(hooks) = rt.webhooks.as_ref().filter(|hooks| hooks.forwards(&name)) {
+            let args = args.unwrap_or_else(|error| {
+                tracing::debug!(sid = %socket.id, %error, "undecodable arguments; forwarding none");
+                Args::default()
+            });
+            return forward::forward(socket, &name, args, ack, &rt, hooks).await;
+        }
         // Truncate: the name is client input and may be huge.
         let shown: String = name.chars().take(64).collect();
         tracing::debug!(sid = %socket.id, event = %shown, "ignoring unknown event");

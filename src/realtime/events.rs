@@ -77,6 +77,15 @@ pub enum ServerEvent {
 }
 
 impl ServerEvent {
+    /// Every server event.
+    pub const ALL: [ServerEvent; 5] = [
+        ServerEvent::Welcome,
+        ServerEvent::Message,
+        ServerEvent::RoomMessage,
+        ServerEvent::RoomAsk,
+        ServerEvent::Latency,
+    ];
+
     /// The name on the wire.
     pub const fn name(self) -> &'static str {
         match self {
@@ -87,6 +96,25 @@ impl ServerEvent {
             ServerEvent::Latency => "latency",
         }
     }
+}
+
+/// Event names Socket.IO clients keep for themselves; an emit of one would
+/// fire the client's own connection handlers.
+pub const RESERVED_EVENTS: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// The events a client could never use for its own purposes: the
+/// contract's, in both directions, and the ones Socket.IO reserves.
+pub fn is_taken(name: &str) -> bool {
+    ClientEvent::from_name(name).is_some()
+        || ServerEvent::ALL.iter().any(|e| e.name() == name)
+        || RESERVED_EVENTS.contains(&name)
 }
 
 #[cfg(test)]
@@ -100,5 +128,7 @@ mod tests {
         }
         assert_eq!(ClientEvent::from_name("welcome"), None);
         assert_eq!(ClientEvent::from_name(OTHER_EVENT_LABEL), None);
+        assert!(is_taken("welcome") && is_taken("room:ask") && is_taken("disconnect"));
+        assert!(!is_taken("order:place"));
     }
 }

@@ -68,6 +68,10 @@ pub struct SocketState {
     asks_in_flight: AtomicUsize,
     /// Why ecos closed this socket, when it did: the disconnect is counted under it.
     close_reason: OnceLock<&'static str>,
+    /// When the socket was accepted, for the disconnect webhook's `connected_seconds`.
+    pub connected_at: Instant,
+    /// Whether its departure was accounted for (counted, logged, notified).
+    departed: std::sync::atomic::AtomicBool,
 }
 
 impl SocketState {
@@ -85,7 +89,15 @@ impl SocketState {
             }),
             asks_in_flight: AtomicUsize::new(0),
             close_reason: OnceLock::new(),
+            connected_at: Instant::now(),
+            departed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Marks the socket as gone; true only the first time, so a departure
+    /// seen both by the drain and by socketioxide is accounted for once.
+    pub fn depart(&self) -> bool {
+        !self.departed.swap(true, std::sync::atomic::Ordering::AcqRel)
     }
 
     /// Takes `cost` tokens for an event arriving at `now`.

@@ -10,12 +10,14 @@
 //! | `room:members` (room, ack) | acks `{ok, room, count, members}`: socket ids in the room, cluster-wide |
 //! | `room:ask` (room, data, ack) | emits `room:ask` (room, data) *with an ack* to the other sockets in the room, cluster-wide; acks `{ok, answers, missed}` |
 //! | `latency` (ack) | emits `latency` to that socket *with an ack*, times the answer, acks `{ok: true, rtt_ms}` |
+//! | an event in `webhooks.events` (args, ack?) | POSTs it to the backend; acks with the backend's answer |
 //! | anything else | ignored, logged at debug |
 //!
 //! - [`events`]: the names, in one table;
 //! - [`connection`]: connect (handlers registered before CONNECT is sent, `welcome`) and disconnect;
 //! - `dispatch`: the single entry point of every client event;
 //! - `messages`, `rooms`, `ask`: one file per event family;
+//! - `forward`: the app's own events, handed to the backend's webhook;
 //! - [`args`]: every argument of an event, binary included;
 //! - [`limits`]: per-socket state: the rate limit, asks in flight, why ecos closed it.
 //!
@@ -27,6 +29,7 @@ mod ask;
 pub mod connection;
 mod dispatch;
 pub mod events;
+mod forward;
 pub mod limits;
 mod messages;
 mod reply;
@@ -36,7 +39,9 @@ use std::{sync::Arc, time::Duration};
 
 use socketioxide::{SocketIo, handler::ConnectHandler};
 
-use crate::{app::NsAdapter, auth::Authenticator, metrics::Metrics, net::SlowConsumers};
+use crate::{
+    app::NsAdapter, auth::Authenticator, metrics::Metrics, net::SlowConsumers, webhooks::Webhooks,
+};
 
 use limits::RateLimit;
 
@@ -63,6 +68,15 @@ pub struct Realtime {
     pub rooms_cache: Arc<rooms::RoomsCache>,
     /// Who may connect, and what each socket may do.
     pub auth: Arc<Authenticator>,
+    /// The backend's webhooks, when `webhooks.url` is set.
+    pub webhooks: Option<Arc<Webhooks>>,
+}
+
+impl Realtime {
+    /// Whether sockets carry user ids: from a token, or from the connect hook.
+    pub fn sockets_have_users(&self) -> bool {
+        self.auth.required() || self.webhooks.as_ref().is_some_and(|h| h.asks_on_connect())
+    }
 }
 
 /// Registers the contract on namespace `/` of `io`.

@@ -155,7 +155,7 @@ pub async fn members<A: Adapter>(
     };
     let mut body =
         json!({ "ok": true, "room": room, "count": listing.count, "members": listing.names });
-    if rt.auth.required() {
+    if rt.sockets_have_users() {
         match members_users(&socket, &room).await {
             Ok(users) => body["users"] = json!(users.names),
             Err(error) => return members_failed(ack, &socket, error),

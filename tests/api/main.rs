@@ -20,3 +20,4 @@ mod protocol;
 mod redis_server;
 mod robustness;
 mod shutdown;
+mod webhooks;
