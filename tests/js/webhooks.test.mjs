@@ -11,6 +11,7 @@ import { describe, before, after, beforeEach, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { createServer } from "node:http";
+import { SignJWT } from "jose";
 import { io } from "socket.io-client";
 import {
   EVENT_TIMEOUT_MS,
@@ -461,6 +462,52 @@ describe("webhooks: a full disconnect queue", () => {
     };
     await eventually(() => sample("ecos_webhook_dropped_total", 'reason="queue_full"'), 3, 3_000, "dropped");
     assert.equal(await sample("ecos_webhook_queue_depth"), 2);
+  });
+});
+
+describe("webhooks: the connect hook after a JWT", () => {
+  const JWT_SECRET = "jwt-secret-for-the-hook-tests-0123456789";
+  let backend;
+  let topo;
+  before(async () => {
+    backend = await startBackend();
+    // The backend tries to name someone else; the verified token wins.
+    backend.respond = (record) =>
+      record.event === "connect" ? { status: 200, body: { allow: true, user: "mallory", rooms: ["team:7"] } } : { status: 200, body: {} };
+    topo = await startSingle({
+      id: "js-hooks-jwt",
+      env: hookEnv(backend, {
+        ECOS_AUTH__MODE: "jwt",
+        ECOS_AUTH__JWT__SECRETS: JWT_SECRET,
+        ECOS_WEBHOOKS__DISCONNECT: "false",
+      }),
+    });
+  });
+  after(async () => {
+    closeAll();
+    await topo?.stop();
+    await backend?.down();
+  });
+
+  it("keeps the token's user, tells the backend who it is, and never shows it the token", async () => {
+    const token = await new SignJWT({ sub: "bob", rooms: ["team:*"] })
+      .setProtectedHeader({ alg: "HS256" })
+      .setExpirationTime("1h")
+      .sign(new TextEncoder().encode(JWT_SECRET));
+    const before = backend.of("connect").length;
+    const result = await tryConnect(topo.servers[0], { auth: { token, device: "phone" } });
+    assert.ok(result.ok, result.message);
+    assert.equal(result.welcome.user, "bob");
+    const [request] = backend.of("connect").slice(before);
+    assert.equal(request.body.socket.user, "bob");
+    assert.deepEqual(request.body.auth, { device: "phone" });
+    const members = await ack(result.socket, "room:members", "team:7");
+    assert.deepEqual(members.users, ["bob"]);
+    // A refused token never reaches the backend.
+    const refused = await tryConnect(topo.servers[0], { auth: { token: "nope" } });
+    assert.deepEqual(refused, { ok: false, message: "unauthorized: malformed token" });
+    assert.equal(backend.of("connect").length, before + 1);
+    assert.deepEqual(backend.problems, []);
   });
 });
 
