@@ -17,7 +17,8 @@
 //! - `dispatch`: the single entry point of every client event;
 //! - `messages`, `rooms`, `ask`: one file per event family;
 //! - [`args`]: every argument of an event, binary included;
-//! - [`limits`]: per-socket state: the rate limit, asks in flight, why ecos closed it.
+//! - [`limits`]: per-socket state: the rate limit, asks in flight, why ecos closed it;
+//! - [`pressure`]: instance-wide load shedding (`overloaded`) while outgoing queues back up.
 //!
 //! Every handler is generic over the adapter, so the same code serves a single
 //! instance (in-memory adapter) and a cluster (Redis adapter).
@@ -29,6 +30,7 @@ mod dispatch;
 pub mod events;
 pub mod limits;
 mod messages;
+pub mod pressure;
 mod reply;
 pub mod rooms;
 
@@ -57,6 +59,8 @@ pub struct Realtime {
     pub slow_consumers: SlowConsumers,
     /// Each socket's event budget.
     pub rate_limit: RateLimit,
+    /// Refuses new broadcasts while outgoing queues back up.
+    pub pressure: Arc<pressure::Pressure>,
     /// Rooms one socket may join.
     pub max_rooms_per_socket: usize,
     /// The last large `rooms` listing, shared by every socket of the instance.
