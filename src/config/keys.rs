@@ -326,10 +326,10 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "limits.overload_shed_secs",
-        default: "1",
+        default: "0",
         shown_default: None,
         platform_var: None,
-        doc: r#"How long this instance refuses new `message` and `room:message` broadcasts after one found a socket's outgoing queue full, so the queues drain and the clients that stay connected get every broadcast that was accepted. A refused broadcast is acked `{ ok: false, error: "overloaded" }` and counted in `ecos_overloaded_total`. `0` turns shedding off. See [docs/hardening.md](docs/hardening.md)."#,
+        doc: r#"How long this instance refuses new `message` and `room:message` broadcasts after one found a socket's outgoing queue full, so the queues can drain instead of dropping more. A refused broadcast is acked `{ ok: false, error: "overloaded" }` and counted in `ecos_overloaded_total`. `0` (the default) turns shedding off: a long-polling client that stops polling keeps its queue full until its heartbeat ends it, and would keep the instance shedding (see [docs/hardening.md](docs/hardening.md) before turning it on)."#,
         apply: |s, v| {
             s.limits.overload_shed = v.optional_duration()?;
             Ok(())

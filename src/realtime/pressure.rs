@@ -9,10 +9,15 @@
 //! up (the client stopped reading, or the instance has more to write than
 //! CPU or network allow), and every further broadcast would overflow it
 //! again. Refusing new broadcasts for a moment lets the queues drain and the
-//! slow-consumer policy close the stalled connections, so the clients that
-//! stay connected receive every broadcast that was accepted. Checking it
-//! costs one atomic load per broadcast (and a clock read while a window is
-//! open), not per delivery.
+//! slow-consumer policy close the stalled connections, and tells senders
+//! that their message was refused instead of acking what is then dropped.
+//! Checking it costs one atomic load per broadcast (and a clock read while
+//! a window is open), not per delivery.
+//!
+//! The signal reacts to an overflow and cannot tell whose queue was full, so
+//! it is off by default: a long-polling client that stops polling keeps its
+//! queue full until its heartbeat ends it, and would keep the instance
+//! shedding (docs/hardening.md, "Shedding load at admission").
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},

@@ -392,7 +392,11 @@ async fn an_ack_overflow_on_long_polling_ends_the_session_once_it_reads_again() 
 async fn while_queues_overflow_broadcasts_are_refused_as_overloaded_and_readers_get_every_accepted_one()
  {
     // A short queue fills quickly behind the listeners that do not read.
-    let app = spawn_app_with(|s| s.socketio.max_buffer_packets = 256).await;
+    let app = spawn_app_with(|s| {
+        s.socketio.max_buffer_packets = 256;
+        s.limits.overload_shed = Some(Duration::from_secs(1));
+    })
+    .await;
     let room = "busy";
     let mut stalled = Vec::new();
     for _ in 0..3 {

@@ -96,7 +96,10 @@ describe("shedding load while queues overflow", () => {
   let topo;
   before(async () => {
     // A short queue fills quickly behind the listeners that stop reading.
-    topo = await startSingle({ id: "js-shed", env: { ECOS_SOCKETIO__MAX_BUFFER_PACKETS: "256" } });
+    topo = await startSingle({
+      id: "js-shed",
+      env: { ECOS_SOCKETIO__MAX_BUFFER_PACKETS: "256", ECOS_LIMITS__OVERLOAD_SHED_SECS: "1" },
+    });
   });
   after(async () => {
     await topo?.stop();
