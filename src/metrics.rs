@@ -41,6 +41,8 @@ pub struct Metrics {
     rate_limited_total: IntCounterVec,
     /// Client events refused because the socket's grants do not allow them, by event.
     forbidden_total: IntCounterVec,
+    /// Broadcasts refused while the instance sheds load, by event.
+    overloaded_total: IntCounterVec,
     /// Handshakes refused because the instance is draining.
     pub refused_connections_total: IntCounter,
     /// HTTP requests, by route template, method and status.
@@ -123,6 +125,13 @@ impl Metrics {
             ),
             &["event"],
         )?;
+        let overloaded_total = IntCounterVec::new(
+            Opts::new(
+                "overloaded_total",
+                "Broadcasts refused (acked `overloaded`) because a broadcast found a full outgoing queue within `limits.overload_shed_secs`, by event.",
+            ),
+            &["event"],
+        )?;
         let refused_connections_total = IntCounter::new(
             "refused_connections_total",
             "New Engine.IO sessions refused because the instance is draining.",
@@ -184,6 +193,7 @@ impl Metrics {
         registry.register(Box::new(messages_dropped_total.clone()))?;
         registry.register(Box::new(rate_limited_total.clone()))?;
         registry.register(Box::new(forbidden_total.clone()))?;
+        registry.register(Box::new(overloaded_total.clone()))?;
         registry.register(Box::new(refused_connections_total.clone()))?;
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(http_request_duration_seconds.clone()))?;
@@ -205,6 +215,9 @@ impl Metrics {
         for event in ClientEvent::ALL {
             forbidden_total.with_label_values(&[event.name()]);
         }
+        for event in [ClientEvent::Message, ClientEvent::RoomMessage] {
+            overloaded_total.with_label_values(&[event.name()]);
+        }
         tcp_connections_refused_total.with_label_values(&[REFUSED_MAX_CONNECTIONS]);
         for reason in CLOSED_REASONS {
             tcp_connections_closed_total.with_label_values(&[reason]);
@@ -224,6 +237,7 @@ impl Metrics {
             messages_dropped_total,
             rate_limited_total,
             forbidden_total,
+            overloaded_total,
             refused_connections_total,
             http_requests_total,
             http_request_duration_seconds,
@@ -258,6 +272,13 @@ impl Metrics {
     pub fn rate_limited(&self, event: Option<ClientEvent>) {
         let label = event.map_or(OTHER_EVENT_LABEL, ClientEvent::name);
         self.rate_limited_total.with_label_values(&[label]).inc();
+    }
+
+    /// Counts one broadcast refused while the instance sheds load.
+    pub fn overloaded(&self, event: ClientEvent) {
+        self.overloaded_total
+            .with_label_values(&[event.name()])
+            .inc();
     }
 
     /// Counts one event the socket's grants refused.

@@ -7,6 +7,10 @@
 //   node bench/flood/flood.mjs            # target/release/ecos, defaults
 //   ECOS_BIN=path BYSTANDERS=499 SECS=5 node bench/flood/flood.mjs
 //
+// SENDERS=n SENDER_RATE=r replaces the one attacker by n clients that each
+// send r `message`s a second (under the rate limit): the load many
+// well-behaved clients make, which ecos answers by shedding (`overloaded`).
+//
 // Extra ecos settings pass through as FLOOD_ENV="K=V K=V". Needs the npm
 // packages of tests/js (npm ci --prefix tests/js) for socket.io-client.
 import { createRequire } from "node:module";
@@ -18,6 +22,8 @@ const { io } = require("socket.io-client");
 
 const BYSTANDERS = Number(process.env.BYSTANDERS || 499);
 const SECS = Number(process.env.SECS || 5);
+const SENDERS = Number(process.env.SENDERS || 1);
+const SENDER_RATE = Number(process.env.SENDER_RATE || 0); // 0: back to back
 const extraEnv = Object.fromEntries(
   (process.env.FLOOD_ENV || "").split(/\s+/).filter(Boolean).map((kv) => kv.split("=", 2)),
 );
@@ -49,7 +55,9 @@ try {
     socket.on("disconnect", (reason) => (stats.disconnected = reason));
     bystanders.push(stats);
   }
-  const attacker = await connect(server.url);
+  const senders = [];
+  for (let i = 0; i < SENDERS; i++) senders.push(await connect(server.url));
+  const attacker = senders[0];
   const health = [];
   let flooding = true;
   const prober = (async () => {
@@ -66,11 +74,25 @@ try {
   })();
   let sent = 0;
   const until = Date.now() + SECS * 1000;
-  while (Date.now() < until && attacker.connected) {
-    for (let i = 0; i < 200; i++) {
-      attacker.emit("message", { t: Date.now(), n: sent++ });
+  if (SENDER_RATE > 0) {
+    // Each sender on its own schedule, under the per-socket rate limit.
+    await Promise.all(
+      senders.map(async (sender, i) => {
+        await sleep((i * 1000) / SENDER_RATE / SENDERS);
+        for (let next = Date.now(); Date.now() < until && sender.connected; ) {
+          sender.emit("message", { t: Date.now(), n: sent++ });
+          next += 1000 / SENDER_RATE;
+          await sleep(Math.max(0, next - Date.now()));
+        }
+      }),
+    );
+  } else {
+    while (Date.now() < until && attacker.connected) {
+      for (let i = 0; i < 200; i++) {
+        attacker.emit("message", { t: Date.now(), n: sent++ });
+      }
+      await sleep(1); // let the socket write and the bystanders read
     }
-    await sleep(1); // let the socket write and the bystanders read
   }
   flooding = false;
   await prober;
@@ -79,6 +101,7 @@ try {
   const accepted = metric(text, 'ecos_broadcasts_total{event="message"');
   const refused = metric(text, 'ecos_rate_limited_total{event="message"');
   const dropped = metric(text, 'ecos_messages_dropped_total{event="message"');
+  const overloaded = metric(text, 'ecos_overloaded_total{event="message"');
   const complete = bystanders.filter((b) => b.received === accepted).length;
   const cut = bystanders.filter((b) => b.disconnected !== null).length;
   const short = bystanders.filter((b) => b.received !== accepted && b.disconnected === null).length;
@@ -86,11 +109,14 @@ try {
   const healthSorted = health.slice().sort((a, b) => a - b);
   const result = {
     bystanders: BYSTANDERS,
+    senders: SENDERS,
+    sender_rate: SENDER_RATE,
     secs: SECS,
     emitted: sent,
     accepted,
     refused,
     dropped,
+    overloaded,
     attacker_disconnected: !attacker.connected,
     bystanders_complete: complete,
     bystanders_disconnected: cut,
@@ -106,7 +132,7 @@ try {
   };
   console.log(JSON.stringify(result));
   for (const b of bystanders) b.socket.disconnect();
-  attacker.disconnect();
+  for (const sender of senders) sender.disconnect();
 } finally {
   await stopInstance(server);
 }

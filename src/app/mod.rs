@@ -163,6 +163,9 @@ impl Application {
                 burst: settings.limits.events_burst,
             },
             max_rooms_per_socket: settings.limits.max_rooms_per_socket,
+            pressure: Arc::new(crate::realtime::pressure::Pressure::new(
+                settings.limits.overload_shed,
+            )),
             rooms_cache: Arc::default(),
             auth,
             webhooks: webhooks.clone(),

@@ -325,6 +325,18 @@ pub const KEYS: &[Key] = &[
         show: |s| Shown::num(s.limits.max_rooms_per_socket),
     },
     Key {
+        name: "limits.overload_shed_secs",
+        default: "0",
+        shown_default: None,
+        platform_var: None,
+        doc: r#"How long this instance refuses new `message` and `room:message` broadcasts after one found a socket's outgoing queue full, so the queues can drain instead of dropping more. A refused broadcast is acked `{ ok: false, error: "overloaded" }` and counted in `ecos_overloaded_total`. `0` (the default) turns shedding off: a long-polling client that stops polling keeps its queue full until its heartbeat ends it, and would keep the instance shedding (see [docs/hardening.md](docs/hardening.md) before turning it on)."#,
+        apply: |s, v| {
+            s.limits.overload_shed = v.optional_duration()?;
+            Ok(())
+        },
+        show: |s| Shown::secs(s.limits.overload_shed.unwrap_or_default()),
+    },
+    Key {
         name: "limits.header_read_timeout_secs",
         default: "30",
         shown_default: None,

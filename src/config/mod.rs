@@ -227,6 +227,8 @@ pub struct Limits {
     pub events_burst: f64,
     /// Rooms one socket may be in (its own joins).
     pub max_rooms_per_socket: usize,
+    /// How long new broadcasts are refused after one found a full outgoing queue; `None`: never.
+    pub overload_shed: Option<Duration>,
     /// How long a connection may take to send a complete request head,
     /// counted from its accept or from the first byte after an idle pause.
     pub header_read_timeout: Duration,

@@ -2,11 +2,13 @@
 //! `latency` times one.
 
 use std::{
+    pin::Pin,
     sync::Arc,
+    task::Poll,
     time::{Duration, Instant},
 };
 
-use futures_util::StreamExt;
+use futures_util::stream::{FusedStream, Stream};
 use rmpv::Value;
 use serde::Serialize;
 use serde_json::json;
@@ -85,15 +87,15 @@ pub async fn room_ask<A: Adapter>(
         }
     };
     // The adapter's own per-socket timeouts normally end the stream, and
-    // count who missed it. When nobody at all is in the room, the Redis
-    // adapter waits for its request timeout on top; this bound keeps the
-    // answer within the ack timeout (plus a margin for the adapter's own).
-    // Answers are kept as they arrive, so a stream cut by the bound still
-    // reports every answer it had; members it had not reported are missed.
+    // count who missed it. This bound is a safety net: it keeps the answer
+    // within the ack timeout (plus a margin for the adapter's own) should an
+    // instance that was counted never report. Answers are kept as they
+    // arrive, so a stream cut by the bound still reports every answer it had.
     let deadline = tokio::time::Instant::now() + rt.ack_timeout + ASK_MARGIN;
     let mut stream = std::pin::pin!(stream);
     let mut results = Vec::new();
-    while let Ok(Some(item)) = tokio::time::timeout_at(deadline, stream.next()).await {
+    while let Ok(Some(item)) = tokio::time::timeout_at(deadline, next_answer(stream.as_mut())).await
+    {
         results.push(item);
     }
     let mut answers = Vec::new();
@@ -118,6 +120,33 @@ pub async fn room_ask<A: Adapter>(
         missed,
     };
     reply(ack, &socket, body);
+}
+
+/// The next item of an ask's ack stream, or `None` as soon as the stream
+/// knows it is complete.
+///
+/// The Redis adapter's stream (socketioxide-core 0.20, `AckStream`) counts
+/// what it waits for: a `BroadcastAckCount` from every other instance, then
+/// that many acks. It checks whether it is complete only when it is polled
+/// afresh; after taking in a count it goes back to waiting for the next
+/// message. When the last message is a count (an instance with no member in
+/// the room reports `0`, or reports after its members' acks were taken in),
+/// no further message comes to wake it, and it ran until its own timeout
+/// (`redis.request_timeout_secs` plus the ack timeout). Asking the stream
+/// itself (`is_terminated`, the same test it applies on entry) after each
+/// poll ends the ask the moment the last count or answer is in, with the
+/// adapter's own tally, so `missed` is what it always was.
+async fn next_answer<S: Stream + FusedStream>(mut stream: Pin<&mut S>) -> Option<S::Item> {
+    std::future::poll_fn(|cx| {
+        if stream.is_terminated() {
+            return Poll::Ready(None);
+        }
+        match stream.as_mut().poll_next(cx) {
+            Poll::Pending if stream.is_terminated() => Poll::Ready(None),
+            polled => polled,
+        }
+    })
+    .await
 }
 
 /// `latency` (ack): asks the client to ack, reports the round trip.

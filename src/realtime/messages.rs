@@ -11,9 +11,19 @@ use super::{
     Realtime,
     args::Args,
     events::{ClientEvent, ServerEvent},
+    pressure::OVERLOADED,
     reply::{failure, reply},
     rooms::room_and_data,
 };
+
+/// Whether to refuse `event` because the instance sheds load; counts it if so.
+fn shedding(rt: &Realtime, event: ClientEvent) -> bool {
+    let refuse = rt.pressure.shedding();
+    if refuse {
+        rt.metrics.overloaded(event);
+    }
+    refuse
+}
 
 /// `message` (data, ack?): to every other socket in the namespace, cluster-wide.
 pub async fn message<A: Adapter>(
@@ -26,6 +36,9 @@ pub async fn message<A: Adapter>(
         tracing::debug!(sid = %socket.id, "message without data");
         return reply(ack, &socket, failure("`message` needs one data argument"));
     };
+    if shedding(rt, ClientEvent::Message) {
+        return reply(ack, &socket, failure(OVERLOADED));
+    }
     let result = socket
         .broadcast()
         .emit(ServerEvent::Message.name(), data)
@@ -45,6 +58,9 @@ pub async fn room_message<A: Adapter>(
         Ok(args) => args,
         Err(error) => return reply(ack, &socket, failure(&error)),
     };
+    if shedding(rt, ClientEvent::RoomMessage) {
+        return reply(ack, &socket, failure(OVERLOADED));
+    }
     let result = socket
         .to(room.clone())
         .emit(ServerEvent::RoomMessage.name(), &(room.as_str(), data))
@@ -55,7 +71,8 @@ pub async fn room_message<A: Adapter>(
 
 /// Counts a broadcast and what went wrong with it; closes the slow consumers
 /// whose full queues refused it, so their clients reconnect rather than miss
-/// messages without knowing.
+/// messages without knowing, and opens a load-shedding window
+/// ([`Pressure`](super::pressure::Pressure)).
 pub(super) fn settle_broadcast(rt: &Realtime, event: ClientEvent, error: Option<BroadcastError>) {
     rt.metrics.broadcast_sent(event);
     match error {
@@ -67,6 +84,8 @@ pub(super) fn settle_broadcast(rt: &Realtime, event: ClientEvent, error: Option<
                 .filter(|e| matches!(e, SocketError::InternalChannelFull))
                 .count();
             if full > 0 {
+                // Further broadcasts would overflow the same queues: shed them for a moment.
+                rt.pressure.overflowed();
                 rt.metrics.messages_dropped(event, full);
                 let closed = rt.slow_consumers.close_stalled();
                 tracing::warn!(

@@ -19,7 +19,8 @@
 //! - `messages`, `rooms`, `ask`: one file per event family;
 //! - `forward`: the app's own events, handed to the backend's webhook;
 //! - [`args`]: every argument of an event, binary included;
-//! - [`limits`]: per-socket state: the rate limit, asks in flight, why ecos closed it.
+//! - [`limits`]: per-socket state: the rate limit, asks in flight, why ecos closed it;
+//! - [`pressure`]: instance-wide load shedding (`overloaded`) while outgoing queues back up.
 //!
 //! Every handler is generic over the adapter, so the same code serves a single
 //! instance (in-memory adapter) and a cluster (Redis adapter).
@@ -32,6 +33,7 @@ pub mod events;
 mod forward;
 pub mod limits;
 mod messages;
+pub mod pressure;
 mod reply;
 pub mod rooms;
 
@@ -62,6 +64,8 @@ pub struct Realtime {
     pub slow_consumers: SlowConsumers,
     /// Each socket's event budget.
     pub rate_limit: RateLimit,
+    /// Refuses new broadcasts while outgoing queues back up.
+    pub pressure: Arc<pressure::Pressure>,
     /// Rooms one socket may join.
     pub max_rooms_per_socket: usize,
     /// The last large `rooms` listing, shared by every socket of the instance.

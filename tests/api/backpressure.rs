@@ -16,7 +16,7 @@ const DROPPED: &str = r#"ecos_messages_dropped_total{event="message""#;
 
 /// A client that connects to `/`, takes its `welcome`, and then never reads
 /// again, on a socket with a tiny receive buffer so that it backs up fast.
-async fn stalled_client(addr: SocketAddr) -> WebSocketStream<TcpStream> {
+pub(crate) async fn stalled_client(addr: SocketAddr) -> WebSocketStream<TcpStream> {
     let socket = TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
     let tcp = socket.connect(addr).await.expect("connect");

@@ -598,3 +598,161 @@ async fn rooms_lists_the_rooms_of_every_instance() {
         vec![json!({ "ok": true, "count": 2, "rooms": ["from-b", "from-c"] })]
     );
 }
+
+/// Two instances whose `room:ask` waits up to `ack_timeout` for answers.
+async fn ask_pair(test: &str, ack_timeout: Duration) -> Vec<TestApp> {
+    let prefix = unique_prefix(test);
+    let mut nodes = Vec::new();
+    for name in ["ask-a", "ask-b"] {
+        nodes.push(
+            spawn_node_with(SHARED_REDIS, &prefix, name, |s| {
+                s.socketio.ack_timeout = ack_timeout;
+            })
+            .await,
+        );
+    }
+    for node in &nodes {
+        wait_redis(node, "up", Duration::from_secs(10)).await;
+    }
+    nodes
+}
+
+#[tokio::test]
+async fn room_ask_ends_as_soon_as_every_member_answered_across_instances() {
+    // A long ack timeout, so an ask that waits for it cannot pass for a fast one.
+    let ack_timeout = Duration::from_secs(10);
+    let nodes = ask_pair("ask-early", ack_timeout).await;
+    for transport in TRANSPORTS {
+        let room = format!("early-{transport:?}");
+        let mut asker = nodes[0].client(transport).await;
+        let mut remote = nodes[1].client(transport).await;
+        let mut local = nodes[0].client(transport).await;
+        for client in [&mut asker, &mut remote] {
+            client
+                .emit_with_ack("join", vec![json!(room)])
+                .await
+                .expect("join");
+        }
+        // The only other member is on the other instance, and answers at once.
+        let answer = async {
+            let q = remote.expect_event("room:ask").await;
+            remote
+                .ack(q.ack_id.expect("ack id"), vec![json!("here")])
+                .await
+                .expect("ack");
+        };
+        let started = Instant::now();
+        let (reply, ()) = tokio::join!(
+            asker.request("room:ask", vec![json!(room), json!("who?")]),
+            answer
+        );
+        let took = started.elapsed();
+        let reply = reply.expect("ack");
+        assert_eq!(
+            reply[0],
+            json!({ "ok": true, "answers": [{ "id": remote.sid(), "answer": "here" }], "missed": 0 }),
+            "{transport:?}"
+        );
+        assert!(
+            took < ack_timeout / 2,
+            "{transport:?}: the ask took {took:?}"
+        );
+
+        // A member on each instance, both answering at once.
+        local
+            .emit_with_ack("join", vec![json!(room)])
+            .await
+            .expect("join");
+        let answer_remote = async {
+            let q = remote.expect_event("room:ask").await;
+            remote
+                .ack(q.ack_id.expect("ack id"), vec![json!("b")])
+                .await
+                .expect("ack");
+        };
+        let answer_local = async {
+            let q = local.expect_event("room:ask").await;
+            local
+                .ack(q.ack_id.expect("ack id"), vec![json!("a")])
+                .await
+                .expect("ack");
+        };
+        let started = Instant::now();
+        let (reply, (), ()) = tokio::join!(
+            asker.request("room:ask", vec![json!(room), json!("who?")]),
+            answer_remote,
+            answer_local
+        );
+        let took = started.elapsed();
+        let reply = reply.expect("ack");
+        let mut got: Vec<&str> = reply[0]["answers"]
+            .as_array()
+            .expect("answers")
+            .iter()
+            .filter_map(|a| a["answer"].as_str())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, ["a", "b"], "{transport:?}: {reply:?}");
+        assert_eq!(reply[0]["missed"], json!(0), "{transport:?}");
+        assert!(
+            took < ack_timeout / 2,
+            "{transport:?}: the ask took {took:?}"
+        );
+
+        // Nobody else in the room, on either instance: an empty answer at once.
+        let started = Instant::now();
+        let reply = asker
+            .request(
+                "room:ask",
+                vec![json!(format!("{room}-empty")), json!("anyone?")],
+            )
+            .await
+            .expect("ack");
+        assert_eq!(reply[0], json!({ "ok": true, "answers": [], "missed": 0 }));
+        assert!(
+            started.elapsed() < ack_timeout / 2,
+            "{transport:?}: {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[tokio::test]
+async fn room_ask_counts_a_silent_member_on_another_instance_as_missed() {
+    let ack_timeout = Duration::from_secs(1);
+    let nodes = ask_pair("ask-silent", ack_timeout).await;
+    let room = "silent";
+    let mut asker = nodes[0].client(Transport::WebSocket).await;
+    let mut answers = nodes[1].client(Transport::WebSocket).await;
+    let mut silent = nodes[1].client(Transport::Polling).await;
+    for client in [&mut asker, &mut answers, &mut silent] {
+        client
+            .emit_with_ack("join", vec![json!(room)])
+            .await
+            .expect("join");
+    }
+    let answer = async {
+        let q = answers.expect_event("room:ask").await;
+        answers
+            .ack(q.ack_id.expect("ack id"), vec![json!("yes")])
+            .await
+            .expect("ack");
+    };
+    let started = Instant::now();
+    let (reply, ()) = tokio::join!(
+        asker.request("room:ask", vec![json!(room), json!("ready?")]),
+        answer
+    );
+    let took = started.elapsed();
+    assert_eq!(
+        reply.expect("ack")[0],
+        json!({ "ok": true, "answers": [{ "id": answers.sid(), "answer": "yes" }], "missed": 1 })
+    );
+    // The silent member is given the whole ack timeout, not much more.
+    assert!(took >= ack_timeout, "{took:?}");
+    assert!(took < ack_timeout * 4, "{took:?}");
+    assert_eq!(
+        silent.expect_event("room:ask").await.args[1],
+        json!("ready?")
+    );
+}

@@ -387,3 +387,105 @@ async fn an_ack_overflow_on_long_polling_ends_the_session_once_it_reads_again() 
     app.wait_metric(r#"ecos_disconnections_total{reason="queue_full""#, 1.0)
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_queues_overflow_broadcasts_are_refused_as_overloaded_and_readers_get_every_accepted_one()
+ {
+    // A short queue fills quickly behind the listeners that do not read.
+    let app = spawn_app_with(|s| {
+        s.socketio.max_buffer_packets = 256;
+        s.limits.overload_shed = Some(Duration::from_secs(1));
+    })
+    .await;
+    let room = "busy";
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut ws = crate::backpressure::stalled_client(app.addr).await;
+        ws.send(Message::text(format!("42[\"join\",\"{room}\"]")))
+            .await
+            .expect("join");
+        stalled.push(ws);
+    }
+    let mut reader = app.client(Transport::WebSocket).await;
+    reader
+        .emit_with_ack("join", vec![json!(room)])
+        .await
+        .expect("join");
+    let members = reader
+        .emit_with_ack("room:members", vec![json!(room)])
+        .await
+        .expect("members");
+    assert_eq!(members[0]["count"], json!(4), "{members:?}");
+
+    // Eight senders, each at 50 events a second: half the rate limit.
+    const SENDERS: usize = 8;
+    let padding = "x".repeat(32 * 1024);
+    let mut tasks = Vec::new();
+    for s in 0..SENDERS {
+        let sender = app.client(Transport::WebSocket).await;
+        let padding = padding.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut accepted, mut overloaded) = (Vec::new(), 0);
+            let until = tokio::time::Instant::now() + Duration::from_secs(4);
+            let mut n = 0;
+            while tokio::time::Instant::now() < until {
+                let data = json!({ "s": s, "n": n, "p": padding });
+                let ack = sender
+                    .request("room:message", vec![json!(room), data])
+                    .await
+                    .expect("every broadcast is acked");
+                match ack[0]["ok"].as_bool() {
+                    Some(true) => accepted.push((s, n)),
+                    _ => {
+                        assert_eq!(ack[0]["error"], json!("overloaded"), "{ack:?}");
+                        overloaded += 1;
+                    }
+                }
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (accepted, overloaded)
+        }));
+    }
+    let mut accepted = Vec::new();
+    let mut overloaded = 0;
+    for task in tasks {
+        let (a, o) = task.await.expect("sender");
+        accepted.extend(a);
+        overloaded += o;
+    }
+    assert!(overloaded > 0, "no sender was told `overloaded`");
+    assert_eq!(
+        app.metric(r#"ecos_overloaded_total{event="room:message""#)
+            .await,
+        overloaded as f64
+    );
+    assert!(
+        app.metric(r#"ecos_messages_dropped_total{event="room:message""#)
+            .await
+            >= 1.0
+    );
+
+    // The listener that reads got every accepted broadcast, and nothing else.
+    let mut received = Vec::new();
+    for _ in 0..accepted.len() {
+        let event = reader.expect_event("room:message").await;
+        let data = &event.args[1];
+        received.push((
+            data["s"].as_u64().expect("s") as usize,
+            data["n"].as_u64().expect("n") as usize,
+        ));
+    }
+    reader
+        .assert_no_event("room:message", Duration::from_millis(300))
+        .await;
+    accepted.sort_unstable();
+    received.sort_unstable();
+    assert_eq!(received, accepted);
+    assert!(
+        reader.is_open(),
+        "the reading listener was closed: {:?}",
+        reader.close_reason()
+    );
+    drop(stalled);
+}

@@ -1,6 +1,8 @@
 // Hardening as the official client sees it (docs/hardening.md): an event sent
 // from the `connect` handler is never lost, even on a loaded machine; events
-// over the per-socket rate limit get the documented error ack.
+// over the per-socket rate limit get the documented error ack; while queues
+// overflow, broadcasts are refused as `overloaded` and a listener that reads
+// gets every broadcast that was accepted.
 //
 // Run from the repository root (after `npm ci --prefix tests/js`):
 //
@@ -10,7 +12,7 @@ import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { Worker } from "node:worker_threads";
 import { io } from "socket.io-client";
-import { ack, it, startSingle } from "./harness.mjs";
+import { ack, it, metricOf, sleep, startSingle } from "./harness.mjs";
 
 /** Keeps one core busy in a worker thread until `stop()` is called. */
 function busyCore() {
@@ -86,6 +88,79 @@ describe("the per-socket rate limit", () => {
       assert.ok(line && Number(line.split(" ").pop()) === refused.length, `counted: ${line}`);
     } finally {
       socket.disconnect();
+    }
+  });
+});
+
+describe("shedding load while queues overflow", () => {
+  let topo;
+  before(async () => {
+    // A short queue fills quickly behind the listeners that stop reading.
+    topo = await startSingle({
+      id: "js-shed",
+      env: { ECOS_SOCKETIO__MAX_BUFFER_PACKETS: "256", ECOS_LIMITS__OVERLOAD_SHED_SECS: "1" },
+    });
+  });
+  after(async () => {
+    await topo?.stop();
+  });
+
+  const connect = (url) =>
+    new Promise((resolve, reject) => {
+      const socket = io(url, { transports: ["websocket"], forceNew: true, reconnection: false });
+      socket.once("connect", () => resolve(socket));
+      socket.once("connect_error", reject);
+    });
+
+  it("senders get { ok: false, error: 'overloaded' }, counted, and a reading listener gets every accepted broadcast", async () => {
+    const [server] = topo.servers;
+    const room = "busy";
+    const sockets = [];
+    try {
+      const stalled = [];
+      for (let i = 0; i < 3; i++) {
+        const socket = await connect(server.url);
+        sockets.push(socket);
+        assert.equal((await ack(socket, "join", room)).ok, true);
+        stalled.push(socket);
+      }
+      const reader = await connect(server.url);
+      sockets.push(reader);
+      assert.equal((await ack(reader, "join", room)).ok, true);
+      const received = [];
+      reader.on("room:message", (_room, data) => received.push(`${data.s}/${data.n}`));
+      // Stop reading: the kernel buffers fill, then the server's queues.
+      for (const socket of stalled) socket.io.engine.transport.ws._socket.pause();
+
+      // Eight senders, each at 50 events a second: half the rate limit.
+      const padding = "x".repeat(32 * 1024);
+      const accepted = [];
+      let overloaded = 0;
+      const until = Date.now() + 4_000;
+      await Promise.all(
+        Array.from({ length: 8 }, async (_, s) => {
+          const sender = await connect(server.url);
+          sockets.push(sender);
+          for (let n = 0; Date.now() < until; n++) {
+            const reply = await ack(sender, "room:message", room, { s, n, p: padding });
+            if (reply.ok === true) accepted.push(`${s}/${n}`);
+            else {
+              assert.deepEqual(reply, { ok: false, error: "overloaded" });
+              overloaded += 1;
+            }
+            await sleep(20);
+          }
+        }),
+      );
+      assert.ok(overloaded > 0, "some sender was told `overloaded`");
+      assert.equal(await metricOf(server, "ecos_overloaded_total"), overloaded);
+      // The reader may still be taking in the last ones.
+      for (let waited = 0; received.length < accepted.length && waited < 10_000; waited += 100) await sleep(100);
+      await sleep(300);
+      assert.deepEqual(received.slice().sort(), accepted.slice().sort());
+      assert.ok(reader.connected, "the reading listener is still connected");
+    } finally {
+      for (const socket of sockets) socket.disconnect();
     }
   });
 });
