@@ -23,6 +23,9 @@ import {
   sleep,
   startCluster,
   startSingle,
+  closeTracked,
+  track,
+  tryConnect,
 } from "./harness.mjs";
 
 const ISSUER = "https://issuer.test";
@@ -65,42 +68,6 @@ function handMade(header, payload, hmacSecret) {
   return `${body}.${createHmac("sha256", hmacSecret).update(body).digest("base64url")}`;
 }
 
-/** Sockets opened by a test file, closed by `closeAll`. */
-const opened = new Set();
-function closeAll() {
-  for (const s of opened) {
-    s.io.reconnection(false);
-    s.disconnect();
-  }
-  opened.clear();
-}
-
-/**
- * Connects to `server` and resolves `{ ok: true, socket, welcome }`, or
- * `{ ok: false, message }` with the connect_error the client saw.
- */
-function tryConnect(server, { transport = "websocket", ...options } = {}) {
-  const socket = io(server.url, {
-    transports: [transport],
-    forceNew: true,
-    reconnection: false,
-    timeout: EVENT_TIMEOUT_MS,
-    ...options,
-  });
-  opened.add(socket);
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("neither welcome nor connect_error")), EVENT_TIMEOUT_MS);
-    socket.once("welcome", (welcome) => {
-      clearTimeout(timer);
-      resolve({ ok: true, socket, welcome });
-    });
-    socket.once("connect_error", (err) => {
-      clearTimeout(timer);
-      socket.close();
-      resolve({ ok: false, message: err.message });
-    });
-  });
-}
 
 async function connectAs(server, token, options = {}) {
   const result = await tryConnect(server, { auth: { token }, ...options });
@@ -140,7 +107,7 @@ describe("auth.mode = jwt with HMAC secrets", () => {
     server = topo.servers[0];
   });
   after(async () => {
-    closeAll();
+    closeTracked();
     await topo?.stop();
   });
 
@@ -276,7 +243,7 @@ describe("auth.mode = jwt: token expiry", () => {
     });
   });
   after(async () => {
-    closeAll();
+    closeTracked();
     await topo?.stop();
   });
 
@@ -292,7 +259,7 @@ describe("auth.mode = jwt: token expiry", () => {
         sign(hmacKey(SECRETS[0]), "HS256", { sub: `alice-${minted}`, exp: now() + 2 }).then((token) => cb({ token }));
       },
     });
-    opened.add(socket);
+    track(socket);
     socket.on("disconnect", (reason) => {
       if (reason === "io server disconnect") socket.connect();
     });
@@ -332,7 +299,7 @@ describe("auth.mode = jwt with PEM public keys", () => {
     }
   });
   after(async () => {
-    closeAll();
+    closeTracked();
     await Promise.all(topos.map((t) => t.stop()));
   });
 
@@ -396,7 +363,7 @@ describe("auth.mode = jwt with a JWKS endpoint", () => {
     server = topo.servers[0];
   });
   after(async () => {
-    closeAll();
+    closeTracked();
     await topo?.stop();
     provider.server?.close();
   });
@@ -465,7 +432,7 @@ describe("auth.mode = jwt with a JWKS endpoint", () => {
         provider.server = previous;
       }
     } finally {
-      closeAll();
+      closeTracked();
       await late.stop();
     }
   });
@@ -480,7 +447,7 @@ describe("auth.mode = jwt in a 3-instance cluster", () => {
     });
   });
   after(async () => {
-    closeAll();
+    closeTracked();
     await topo?.stop();
   });
 

@@ -315,6 +315,52 @@ export function withTimeout(promise, ms, what) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+/** Sockets opened with `tryConnect` (or handed to `track`), closed by `closeTracked`. */
+const tracked = new Set();
+
+/** Keeps `socket` for `closeTracked`. */
+export function track(socket) {
+  tracked.add(socket);
+  return socket;
+}
+
+/** Closes every tracked socket, without reconnecting. */
+export function closeTracked() {
+  for (const s of tracked) {
+    s.io.reconnection(false);
+    s.disconnect();
+  }
+  tracked.clear();
+}
+
+/**
+ * Connects to `server` (tracked) and resolves `{ ok: true, socket, welcome }`,
+ * or `{ ok: false, message }` with the connect_error the client saw.
+ */
+export function tryConnect(server, { transport = "websocket", ...options } = {}) {
+  const socket = track(
+    io(server.url, {
+      transports: [transport],
+      forceNew: true,
+      reconnection: false,
+      timeout: EVENT_TIMEOUT_MS,
+      ...options,
+    }),
+  );
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("neither welcome nor connect_error")), EVENT_TIMEOUT_MS);
+    socket.once("welcome", (welcome) => {
+      clearTimeout(timer);
+      resolve({ ok: true, socket, welcome });
+    });
+    socket.once("connect_error", (err) => {
+      clearTimeout(timer);
+      socket.close();
+      resolve({ ok: false, message: err.message });
+    });
+  });
+}
+
 /** Emits with an ack request and waits (bounded) for the ack. */
 export const ack = (socket, ...args) => socket.timeout(ACK_TIMEOUT_MS).emitWithAck(...args);
 

@@ -23,6 +23,9 @@ import {
   startCluster,
   startSingle,
   stopServer,
+  closeTracked,
+  track,
+  tryConnect,
 } from "./harness.mjs";
 
 const SECRET = "whsec-js-tests-0123456789abcdef";
@@ -121,38 +124,6 @@ const hookEnv = (backend, extra = {}) => ({
   ...extra,
 });
 
-const opened = new Set();
-function closeAll() {
-  for (const s of opened) {
-    s.io.reconnection(false);
-    s.disconnect();
-  }
-  opened.clear();
-}
-
-/** Connects; resolves `{ ok, socket, welcome }` or `{ ok: false, message }`. */
-function tryConnect(server, { transport = "websocket", ...options } = {}) {
-  const socket = io(server.url, {
-    transports: [transport],
-    forceNew: true,
-    reconnection: false,
-    timeout: EVENT_TIMEOUT_MS,
-    ...options,
-  });
-  opened.add(socket);
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("neither welcome nor connect_error")), EVENT_TIMEOUT_MS);
-    socket.once("welcome", (welcome) => {
-      clearTimeout(timer);
-      resolve({ ok: true, socket, welcome });
-    });
-    socket.once("connect_error", (err) => {
-      clearTimeout(timer);
-      socket.close();
-      resolve({ ok: false, message: err.message });
-    });
-  });
-}
 
 const alice = (server, transport = "websocket") =>
   tryConnect(server, { transport, extraHeaders: { cookie: "theme=dark; session=alice-session" } });
@@ -176,7 +147,7 @@ describe("webhooks: the connect hook and forwarded events", () => {
     server = topo.servers[0];
   });
   after(async () => {
-    closeAll();
+    closeTracked();
     await topo?.stop();
     await backend?.down();
   });
@@ -184,7 +155,7 @@ describe("webhooks: the connect hook and forwarded events", () => {
     backend.respond = sessionApp;
   });
   afterEach(() => {
-    closeAll();
+    closeTracked();
     assert.deepEqual(backend.problems, [], "every request is signed and well-formed");
   });
 
@@ -302,7 +273,7 @@ describe("webhooks: a backend that hangs", () => {
     server = topo.servers[0];
   });
   after(async () => {
-    closeAll();
+    closeTracked();
     await topo?.stop();
     await backend?.down();
   });
@@ -346,7 +317,7 @@ describe("webhooks: forwarded events and the rate limit", () => {
     });
   });
   after(async () => {
-    closeAll();
+    closeTracked();
     await topo?.stop();
     await backend?.down();
   });
@@ -376,7 +347,7 @@ describe("webhooks: disconnect notifications", () => {
     server = topo.servers[0];
   });
   after(async () => {
-    closeAll();
+    closeTracked();
     await topo?.stop();
     await backend?.down();
   });
@@ -442,7 +413,7 @@ describe("webhooks: a full disconnect queue", () => {
     });
   });
   after(async () => {
-    closeAll();
+    closeTracked();
     // The two queued notifications get two timeouts at shutdown, then are given up.
     const started = Date.now();
     await topo?.stop();
@@ -484,7 +455,7 @@ describe("webhooks: the connect hook after a JWT", () => {
     });
   });
   after(async () => {
-    closeAll();
+    closeTracked();
     await topo?.stop();
     await backend?.down();
   });
@@ -524,7 +495,7 @@ describe("webhooks: fail open", () => {
     });
   });
   after(async () => {
-    closeAll();
+    closeTracked();
     await topo?.stop();
   });
 
@@ -545,7 +516,7 @@ describe("webhooks: in a cluster", () => {
     topo = await startCluster({ ids: ["js-hooks-a", "js-hooks-b"], env: hookEnv(backend) });
   });
   after(async () => {
-    closeAll();
+    closeTracked();
     await topo?.stop();
     await backend?.down();
   });
