@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::{
     Json,
-    body::Bytes,
+    body::{Body, Bytes},
     extract::{Query, State, rejection::BytesRejection, rejection::QueryRejection},
     http::{Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
@@ -230,25 +230,54 @@ pub async fn openapi(State(api): State<Arc<ApiState>>) -> Response {
 }
 
 /// A path under `/api/` that is no route.
-pub async fn not_found(uri: Uri) -> ApiError {
-    ApiError::new(
+pub async fn not_found(uri: Uri, body: Body) -> Response {
+    let drained = drain(body).await;
+    let error = ApiError::new(
         StatusCode::NOT_FOUND,
         format!(
             "no route {}; the routes are listed by GET /api/v1/openapi.json",
             shorten_path(uri.path())
         ),
-    )
+    );
+    closing_unless(drained, error.into_response())
+}
+
+/// Largest request body an answer that does not need it still reads.
+const DRAINED_BODY_BYTES: usize = 64 * 1024;
+
+/// Reads and discards a request body the answer does not use; false when it
+/// was too large (or broken) to read.
+///
+/// hyper closes a keep-alive connection whose request body was left unread,
+/// without saying so in the answer; a client that sends its next request on
+/// that connection before it notices gets "server disconnected" (httpx did,
+/// in CI, on the 404 of a POST).
+pub async fn drain(body: Body) -> bool {
+    axum::body::to_bytes(body, DRAINED_BODY_BYTES).await.is_ok()
+}
+
+/// `response`, with `Connection: close` when the body was left unread, so
+/// the client opens a new connection for its next request.
+pub fn closing_unless(drained: bool, mut response: Response) -> Response {
+    if !drained {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// A route asked with a method it does not take.
-pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::new(
+pub async fn method_not_allowed(method: Method, uri: Uri, body: Body) -> Response {
+    let drained = drain(body).await;
+    let error = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         format!(
             "{method} is not allowed on {}; see GET /api/v1/openapi.json",
             shorten_path(uri.path())
         ),
-    )
+    );
+    closing_unless(drained, error.into_response())
 }
 
 fn shorten_path(path: &str) -> String {

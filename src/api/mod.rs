@@ -104,7 +104,10 @@ pub fn router(
     metrics: &Metrics,
 ) -> Result<Router, crate::metrics::MetricsError> {
     if !settings.enabled() {
-        let off = || async { StatusCode::NOT_FOUND };
+        let off = |body: axum::body::Body| async move {
+            let drained = handlers::drain(body).await;
+            handlers::closing_unless(drained, StatusCode::NOT_FOUND.into_response())
+        };
         return Ok(Router::new()
             .route(PREFIX, any(off))
             .route("/api/", any(off))
@@ -155,7 +158,13 @@ pub fn router(
 async fn require_key(State(api): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
     match api.keys.check(request.headers()) {
         Ok(()) => next.run(request).await,
-        Err(error) => ApiError::new(StatusCode::UNAUTHORIZED, error.to_string()).into_response(),
+        Err(error) => {
+            let drained = handlers::drain(request.into_body()).await;
+            handlers::closing_unless(
+                drained,
+                ApiError::new(StatusCode::UNAUTHORIZED, error.to_string()).into_response(),
+            )
+        }
     }
 }
 

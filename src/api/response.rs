@@ -183,6 +183,14 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"ecos\""),
             );
         }
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body stays unread, so hyper closes the
+            // connection after this answer: say so, or a client may send its
+            // next request on a connection that is going away.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response.extensions_mut().insert(detail);
         response
     }

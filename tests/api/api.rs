@@ -670,3 +670,48 @@ async fn during_a_redis_outage_calls_deliver_locally_and_say_so() {
     .await;
     remote.expect_event("after").await;
 }
+
+/// Sends `request` on `stream` and reads one answer head (and its short body).
+async fn exchange(stream: &mut tokio::net::TcpStream, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request.as_bytes()).await.expect("writes");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("an answer in time")
+        .expect("reads");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn a_404_with_an_unread_body_keeps_the_connection_usable() {
+    // hyper closes a keep-alive connection whose request body was not read,
+    // without saying so; a client that reuses it then sees "server
+    // disconnected". Every /api/ answer that ignores the body reads it first.
+    for with_keys in [false, true] {
+        let app = spawn_app_with(|s| {
+            if with_keys {
+                s.api.keys = vec![Secret::new("a-key-long-enough-0123456789")];
+            }
+        })
+        .await;
+        let mut stream = tokio::net::TcpStream::connect(app.addr).await.expect("connects");
+        let body = r#"{"event":"x","args":["some payload"]}"#;
+        let head = format!(
+            "POST /api/v1/nowhere HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        // The body comes after a pause, as clients that write head and body
+        // separately send it: an answer that does not wait for it leaves it unread.
+        use tokio::io::AsyncWriteExt;
+        stream.write_all(head.as_bytes()).await.expect("writes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let first = exchange(&mut stream, body).await;
+        // Without keys the API is a plain 404; with keys, no key is a 401 first.
+        let expected = if with_keys { "HTTP/1.1 401" } else { "HTTP/1.1 404" };
+        assert!(first.starts_with(expected), "{first}");
+        assert!(!first.to_ascii_lowercase().contains("connection: close"), "{first}");
+        let second = exchange(&mut stream, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert!(second.starts_with("HTTP/1.1 200"), "keys {with_keys}: {second}");
+    }
+}
