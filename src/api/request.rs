@@ -21,7 +21,7 @@ use super::response::ApiError;
 use crate::{
     hub::Selector,
     realtime::{
-        MAX_ROOM_CHARS, USER_ROOM_PREFIX,
+        MAX_USER_CHARS, USER_ROOM_PREFIX,
         args::{self, Args},
         events::RESERVED_EVENTS,
         room_name, user_room,
@@ -33,9 +33,6 @@ pub const MAX_SELECTOR_ENTRIES: usize = 1000;
 
 /// Longest event name, in characters.
 pub const MAX_EVENT_CHARS: usize = 128;
-
-/// Longest user id: its room `user:<id>` must be a valid room name.
-pub const MAX_USER_CHARS: usize = MAX_ROOM_CHARS - USER_ROOM_PREFIX.len();
 
 /// Selects sockets: the members of `rooms`, the sockets of `users`, and the
 /// sockets named in `sockets` (on any instance), minus the members of

@@ -49,7 +49,7 @@ use limits::RateLimit;
 
 pub use ask::{Answer, AskReply};
 pub use connection::{SLOW_CONSUMER, Welcome, reason_label};
-pub use rooms::{MAX_ROOM_CHARS, USER_ROOM_PREFIX, room_name, user_room};
+pub use rooms::{MAX_ROOM_CHARS, MAX_USER_CHARS, USER_ROOM_PREFIX, room_name, user_room};
 
 /// What the handlers share: who this instance is and where to count things.
 #[derive(Clone)]

@@ -32,6 +32,10 @@ pub fn user_room(user: &str) -> String {
 /// Longest room name accepted, in characters.
 pub const MAX_ROOM_CHARS: usize = 128;
 
+/// Longest user id a backend may give (the server API, the connect hook):
+/// its room `user:<id>` must be a valid room name.
+pub const MAX_USER_CHARS: usize = MAX_ROOM_CHARS - USER_ROOM_PREFIX.len();
+
 const ROOM_FORM: &str = "room must be a string of 1 to 128 characters";
 
 /// `join` (room, ack?), up to the socket's room limit.

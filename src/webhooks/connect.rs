@@ -8,13 +8,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{Hook, Outcome, SocketInfo, Webhooks, sign};
-use crate::realtime::{MAX_ROOM_CHARS, USER_ROOM_PREFIX};
+use crate::realtime::MAX_USER_CHARS;
 
 /// Longest reason from a denial that is passed on, in characters.
 const MAX_REASON_CHARS: usize = 200;
-
-/// Longest user id the backend may give: `user:<id>` must be a valid room name.
-pub const MAX_USER_CHARS: usize = MAX_ROOM_CHARS - USER_ROOM_PREFIX.len();
 
 /// What the connect hook let in.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
