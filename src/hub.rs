@@ -187,7 +187,11 @@ pub type Farewell<A> = Box<dyn Fn(&SocketRef<A>) + Send + Sync>;
 impl<A: Adapter> SocketIoHub<A> {
     /// A hub for `io`; `cluster` is left on close and reports the link's
     /// health; `farewell` runs for every local socket when the server closes.
-    pub fn new(io: SocketIo<A>, cluster: Option<Cluster>, farewell: Option<Farewell<A>>) -> Arc<Self> {
+    pub fn new(
+        io: SocketIo<A>,
+        cluster: Option<Cluster>,
+        farewell: Option<Farewell<A>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             io,
             cluster,

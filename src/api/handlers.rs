@@ -260,9 +260,10 @@ pub async fn drain(body: Body) -> bool {
 /// the client opens a new connection for its next request.
 pub fn closing_unless(drained: bool, mut response: Response) -> Response {
     if !drained {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
     }
     response
 }

@@ -804,7 +804,10 @@ pub const KEYS: &[Key] = &[
         platform_var: None,
         doc: r#"How long one webhook request may take, in milliseconds (100 to 60000), the wait for a free slot included. Past it, a connection is refused (`backend unavailable`), an event is acked `{ ok: false, error: "backend unavailable" }`, and a disconnect notification is retried."#,
         apply: |s, v| {
-            let ms: u64 = v.bounded(100..=60_000, "a whole number of milliseconds from 100 to 60000")?;
+            let ms: u64 = v.bounded(
+                100..=60_000,
+                "a whole number of milliseconds from 100 to 60000",
+            )?;
             s.webhooks.timeout = std::time::Duration::from_millis(ms);
             Ok(())
         },
@@ -841,7 +844,8 @@ pub const KEYS: &[Key] = &[
         platform_var: None,
         doc: r#"Disconnect notifications waiting or being retried, at most (1 to 1000000). Beyond it a notification is dropped and counted in `ecos_webhook_dropped_total{reason="queue_full"}`."#,
         apply: |s, v| {
-            s.webhooks.disconnect_queue = v.bounded(1..=1_000_000, "a whole number from 1 to 1000000")?;
+            s.webhooks.disconnect_queue =
+                v.bounded(1..=1_000_000, "a whole number from 1 to 1000000")?;
             Ok(())
         },
         show: |s| Shown::num(s.webhooks.disconnect_queue),

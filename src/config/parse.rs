@@ -304,7 +304,8 @@ pub fn webhook_url(v: &Raw<'_>) -> Result<Option<String>, ConfigError> {
         return Ok(None);
     };
     let valid = reqwest::Url::parse(&url).is_ok_and(|parsed| {
-        matches!(parsed.scheme(), "http" | "https") && parsed.host_str().is_some_and(|h| !h.is_empty())
+        matches!(parsed.scheme(), "http" | "https")
+            && parsed.host_str().is_some_and(|h| !h.is_empty())
     });
     if valid {
         Ok(Some(url))

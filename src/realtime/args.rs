@@ -154,7 +154,9 @@ pub fn to_json(value: &Value) -> serde_json::Value {
             .map(Json::from)
             .or_else(|| i.as_i64().map(Json::from))
             .unwrap_or(Json::Null),
-        Value::F32(f) => serde_json::Number::from_f64(f64::from(*f)).map_or(Json::Null, Json::Number),
+        Value::F32(f) => {
+            serde_json::Number::from_f64(f64::from(*f)).map_or(Json::Null, Json::Number)
+        }
         Value::F64(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
         Value::String(s) => Json::String(s.as_str().map_or_else(
             || String::from_utf8_lossy(s.as_bytes()).into_owned(),
@@ -206,9 +208,15 @@ mod tests {
             Value::Array(vec![Value::Binary(vec![0, 1, 255]), Value::from(7)]),
         )]);
         let json = to_json(&value);
-        assert_eq!(json, serde_json::json!({ "file": [{ "$base64": "AAH/" }, 7] }));
+        assert_eq!(
+            json,
+            serde_json::json!({ "file": [{ "$base64": "AAH/" }, 7] })
+        );
         assert_eq!(from_json(json, "args[0]"), Ok(value));
         let error = from_json(serde_json::json!({ "$base64": 1 }), "args[0]").unwrap_err();
-        assert_eq!(error, "`args[0].$base64` must be a string of standard base64");
+        assert_eq!(
+            error,
+            "`args[0].$base64` must be a string of standard base64"
+        );
     }
 }

@@ -97,7 +97,9 @@ impl SocketState {
     /// Marks the socket as gone; true only the first time, so a departure
     /// seen both by the drain and by socketioxide is accounted for once.
     pub fn depart(&self) -> bool {
-        !self.departed.swap(true, std::sync::atomic::Ordering::AcqRel)
+        !self
+            .departed
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
     }
 
     /// Takes `cost` tokens for an event arriving at `now`.

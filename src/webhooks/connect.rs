@@ -121,8 +121,15 @@ impl Webhooks {
             if values.is_empty() {
                 continue;
             }
-            let separator = if name == axum::http::header::COOKIE { "; " } else { ", " };
-            out.insert(name.as_str().to_owned(), Value::String(values.join(separator)));
+            let separator = if name == axum::http::header::COOKIE {
+                "; "
+            } else {
+                ", "
+            };
+            out.insert(
+                name.as_str().to_owned(),
+                Value::String(values.join(separator)),
+            );
         }
         out
     }
@@ -170,7 +177,11 @@ fn parse_answer(answer: &[u8]) -> Result<Result<Admission, Denial>, &'static str
                 Some(Value::String(reason)) => clean_reason(reason),
                 _ => String::new(),
             };
-            let reason = if reason.is_empty() { "denied".to_owned() } else { reason };
+            let reason = if reason.is_empty() {
+                "denied".to_owned()
+            } else {
+                reason
+            };
             return Ok(Err(Denial::Denied(reason)));
         }
         _ => return Err("`allow` must be true or false"),
@@ -191,7 +202,9 @@ fn parse_answer(answer: &[u8]) -> Result<Result<Admission, Denial>, &'static str
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|item| crate::realtime::room_name(&rmpv::Value::from(item.as_str().unwrap_or(""))).ok())
+            .map(|item| {
+                crate::realtime::room_name(&rmpv::Value::from(item.as_str().unwrap_or(""))).ok()
+            })
             .collect::<Option<Vec<String>>>()
             .ok_or("`rooms` must be an array of valid room names")?,
         Some(_) => return Err("`rooms` must be an array of room names"),
@@ -224,7 +237,10 @@ mod tests {
                 rooms: vec!["team:42".to_owned()],
             }))
         );
-        assert_eq!(parse_answer(br#"{"allow":true}"#), Ok(Ok(Admission::default())));
+        assert_eq!(
+            parse_answer(br#"{"allow":true}"#),
+            Ok(Ok(Admission::default()))
+        );
         assert_eq!(
             parse_answer(br#"{"allow":false,"reason":"no session"}"#),
             Ok(Err(Denial::Denied("no session".to_owned())))
@@ -233,8 +249,18 @@ mod tests {
             parse_answer(br#"{"allow":false}"#).map(|v| v.map_err(|d| d.to_string())),
             Ok(Err("unauthorized: denied".to_owned()))
         );
-        for bad in [&b"yes"[..], br#"{}"#, br#"{"allow":"true"}"#, br#"{"allow":true,"rooms":[""]}"#, br#"{"allow":true,"user":""}"#] {
-            assert!(parse_answer(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"yes"[..],
+            br#"{}"#,
+            br#"{"allow":"true"}"#,
+            br#"{"allow":true,"rooms":[""]}"#,
+            br#"{"allow":true,"user":""}"#,
+        ] {
+            assert!(
+                parse_answer(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -244,7 +270,10 @@ mod tests {
         let peer = Some("10.0.0.1".parse().unwrap());
         assert_eq!(client_address(&headers, peer).as_deref(), Some("10.0.0.1"));
         headers.insert("x-forwarded-for", "6.6.6.6, 203.0.113.7".parse().unwrap());
-        assert_eq!(client_address(&headers, peer).as_deref(), Some("203.0.113.7"));
+        assert_eq!(
+            client_address(&headers, peer).as_deref(),
+            Some("203.0.113.7")
+        );
         assert_eq!(
             without_token(Some(&serde_json::json!({"token": "t", "room": "a"}))),
             serde_json::json!({"room": "a"})

@@ -61,7 +61,12 @@ struct DisconnectBody<'a> {
 impl Webhooks {
     /// Queues a notification that `socket` disconnected for `reason` after
     /// `connected_for`; a full queue drops it, counted and logged.
-    pub fn notify_disconnect(self: &Arc<Self>, socket: &SocketInfo, reason: &str, connected_for: Duration) {
+    pub fn notify_disconnect(
+        self: &Arc<Self>,
+        socket: &SocketInfo,
+        reason: &str,
+        connected_for: Duration,
+    ) {
         let Some(queue) = &self.disconnect else {
             return;
         };
@@ -150,7 +155,10 @@ impl Webhooks {
             }
         };
         if tokio::time::timeout(self.timeout * 2, wait).await.is_err() {
-            tracing::warn!(left = queue.pending(), "disconnect notifications still undelivered at shutdown");
+            tracing::warn!(
+                left = queue.pending(),
+                "disconnect notifications still undelivered at shutdown"
+            );
         }
     }
 

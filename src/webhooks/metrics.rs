@@ -20,7 +20,11 @@ pub enum Dropped {
 }
 
 impl Dropped {
-    const ALL: [Dropped; 3] = [Dropped::QueueFull, Dropped::RetriesExhausted, Dropped::Shutdown];
+    const ALL: [Dropped; 3] = [
+        Dropped::QueueFull,
+        Dropped::RetriesExhausted,
+        Dropped::Shutdown,
+    ];
 
     fn label(self) -> &'static str {
         match self {

@@ -250,7 +250,9 @@ impl Webhooks {
         let timer = self.metrics.duration(hook).start_timer();
         let admitted = self.admitted.fetch_add(1, Ordering::AcqRel);
         let result = if admitted >= self.max_admitted {
-            Err(Failure::Unavailable("too many requests waiting for a slot".to_owned()))
+            Err(Failure::Unavailable(
+                "too many requests waiting for a slot".to_owned(),
+            ))
         } else {
             tokio::time::timeout(self.timeout, self.post_in_slot(hook, delivery, body))
                 .await
@@ -261,7 +263,12 @@ impl Webhooks {
         result
     }
 
-    async fn post_in_slot(&self, hook: Hook, delivery: &str, body: &[u8]) -> Result<Vec<u8>, Failure> {
+    async fn post_in_slot(
+        &self,
+        hook: Hook,
+        delivery: &str,
+        body: &[u8],
+    ) -> Result<Vec<u8>, Failure> {
         let _slot = self
             .slots
             .acquire()
@@ -321,4 +328,3 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
-

@@ -84,7 +84,10 @@ mod tests {
         assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
         let a = delivery_id();
         assert_eq!(a.len(), 32);
-        assert!(a.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(
+            a.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
         assert_ne!(a, delivery_id());
     }
 }

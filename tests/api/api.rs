@@ -695,7 +695,9 @@ async fn a_404_with_an_unread_body_keeps_the_connection_usable() {
             }
         })
         .await;
-        let mut stream = tokio::net::TcpStream::connect(app.addr).await.expect("connects");
+        let mut stream = tokio::net::TcpStream::connect(app.addr)
+            .await
+            .expect("connects");
         let body = r#"{"event":"x","args":["some payload"]}"#;
         let head = format!(
             "POST /api/v1/nowhere HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -708,10 +710,20 @@ async fn a_404_with_an_unread_body_keeps_the_connection_usable() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let first = exchange(&mut stream, body).await;
         // Without keys the API is a plain 404; with keys, no key is a 401 first.
-        let expected = if with_keys { "HTTP/1.1 401" } else { "HTTP/1.1 404" };
+        let expected = if with_keys {
+            "HTTP/1.1 401"
+        } else {
+            "HTTP/1.1 404"
+        };
         assert!(first.starts_with(expected), "{first}");
-        assert!(!first.to_ascii_lowercase().contains("connection: close"), "{first}");
+        assert!(
+            !first.to_ascii_lowercase().contains("connection: close"),
+            "{first}"
+        );
         let second = exchange(&mut stream, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await;
-        assert!(second.starts_with("HTTP/1.1 200"), "keys {with_keys}: {second}");
+        assert!(
+            second.starts_with("HTTP/1.1 200"),
+            "keys {with_keys}: {second}"
+        );
     }
 }

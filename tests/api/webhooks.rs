@@ -4,7 +4,10 @@
 
 use crate::config::load;
 
-const URL: (&str, &str) = ("ECOS_WEBHOOKS__URL", "https://backend.example.com/ecos/hooks");
+const URL: (&str, &str) = (
+    "ECOS_WEBHOOKS__URL",
+    "https://backend.example.com/ecos/hooks",
+);
 const SECRET: (&str, &str) = ("ECOS_WEBHOOKS__SECRET", "whsec-never-printed-0123456789");
 
 fn error(pairs: &[(&str, &str)]) -> String {
@@ -54,25 +57,70 @@ fn ecos_own_and_reserved_event_names_cannot_be_forwarded() {
         );
         assert!(message.contains("cannot be forwarded"), "{message}");
     }
-    let settings = load(&[URL, SECRET, ("ECOS_WEBHOOKS__EVENTS", " order:place , chat:read,order:place ")])
-        .expect("app events are fine");
+    let settings = load(&[
+        URL,
+        SECRET,
+        (
+            "ECOS_WEBHOOKS__EVENTS",
+            " order:place , chat:read,order:place ",
+        ),
+    ])
+    .expect("app events are fine");
     assert_eq!(settings.webhooks.events, ["order:place", "chat:read"]);
 }
 
 #[test]
 fn bad_values_name_the_key_and_the_expected_form() {
     let cases = [
-        ("ECOS_WEBHOOKS__URL", "ftp://backend/hooks", "`webhooks.url`", "an http:// or https:// URL"),
-        ("ECOS_WEBHOOKS__URL", "not a url", "`webhooks.url`", "an http:// or https:// URL"),
-        ("ECOS_WEBHOOKS__TIMEOUT_MS", "50", "`webhooks.timeout_ms`", "from 100 to 60000"),
-        ("ECOS_WEBHOOKS__MAX_CONCURRENCY", "0", "`webhooks.max_concurrency`", "from 1 to 1024"),
-        ("ECOS_WEBHOOKS__FORWARD_HEADERS", "cookie,bad header", "`webhooks.forward_headers`", "HTTP header names"),
-        ("ECOS_WEBHOOKS__CONNECT", "yes please", "`webhooks.connect`", ""),
-        ("ECOS_WEBHOOKS__RETRY_FOR_SECS", "-1", "`webhooks.retry_for_secs`", "from 0 to 3600"),
+        (
+            "ECOS_WEBHOOKS__URL",
+            "ftp://backend/hooks",
+            "`webhooks.url`",
+            "an http:// or https:// URL",
+        ),
+        (
+            "ECOS_WEBHOOKS__URL",
+            "not a url",
+            "`webhooks.url`",
+            "an http:// or https:// URL",
+        ),
+        (
+            "ECOS_WEBHOOKS__TIMEOUT_MS",
+            "50",
+            "`webhooks.timeout_ms`",
+            "from 100 to 60000",
+        ),
+        (
+            "ECOS_WEBHOOKS__MAX_CONCURRENCY",
+            "0",
+            "`webhooks.max_concurrency`",
+            "from 1 to 1024",
+        ),
+        (
+            "ECOS_WEBHOOKS__FORWARD_HEADERS",
+            "cookie,bad header",
+            "`webhooks.forward_headers`",
+            "HTTP header names",
+        ),
+        (
+            "ECOS_WEBHOOKS__CONNECT",
+            "yes please",
+            "`webhooks.connect`",
+            "",
+        ),
+        (
+            "ECOS_WEBHOOKS__RETRY_FOR_SECS",
+            "-1",
+            "`webhooks.retry_for_secs`",
+            "from 0 to 3600",
+        ),
     ];
     for (var, value, key, expected) in cases {
         let message = error(&[(var, value)]);
-        assert!(message.contains(key) && message.contains(expected), "{var}={value}: {message}");
+        assert!(
+            message.contains(key) && message.contains(expected),
+            "{var}={value}: {message}"
+        );
     }
 }
 
