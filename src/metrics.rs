@@ -290,8 +290,14 @@ impl Metrics {
 
     /// Counts messages that full queues refused.
     pub fn messages_dropped(&self, event: ClientEvent, count: usize) {
+        self.messages_dropped_by(event.name(), count);
+    }
+
+    /// Counts messages that full queues refused, under a label of the
+    /// caller's (an event name, or `cluster` for other instances' broadcasts).
+    pub fn messages_dropped_by(&self, label: &'static str, count: usize) {
         self.messages_dropped_total
-            .with_label_values(&[event.name()])
+            .with_label_values(&[label])
             .inc_by(count as u64);
     }
 

@@ -1,4 +1,6 @@
-//! Logging: one subscriber, writing to stdout, in text or JSON.
+//! Logging: one subscriber, writing to stdout, in text or JSON, with the
+//! layer that reads socketioxide's report of full queues
+//! ([`crate::cluster::overflow`]).
 //!
 //! Platforms (Heroku's Logplex, Kubernetes, Fly) collect a process's stdout,
 //! so ecos never writes log files. They read it through a pipe, where ANSI
@@ -36,7 +38,9 @@ pub fn init(settings: &LogSettings) -> Result<(), TelemetryError> {
         std::io::stdout().is_terminal(),
         std::env::var_os("NO_COLOR").as_deref(),
     );
-    let registry = tracing_subscriber::registry().with(filter);
+    // The filter is the log's alone: the overflow layer reads its one
+    // target whatever the log level lets through.
+    let registry = tracing_subscriber::registry().with(crate::cluster::overflow::layer());
     let result = match settings.format {
         LogFormat::Json => registry
             .with(
@@ -45,11 +49,17 @@ pub fn init(settings: &LogSettings) -> Result<(), TelemetryError> {
                     .with_ansi(false)
                     .flatten_event(false)
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(false)
+                    .with_filter(filter),
             )
             .try_init(),
         LogFormat::Text => registry
-            .with(fmt::layer().with_target(false).with_ansi(colour))
+            .with(
+                fmt::layer()
+                    .with_target(false)
+                    .with_ansi(colour)
+                    .with_filter(filter),
+            )
             .try_init(),
     };
     result.map_err(|_| TelemetryError::AlreadyInstalled)

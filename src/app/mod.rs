@@ -200,6 +200,11 @@ impl Application {
                         tracing::error!(%error, "cannot register a namespace on Redis");
                     }
                 }
+                cluster.watch_overflows(
+                    io.config().server_id.to_string(),
+                    slow_consumers.clone(),
+                    &metrics,
+                );
                 if settings.emitter.active(true) {
                     cluster.listen_to_emitter(
                         &settings.emitter.prefix,
@@ -224,12 +229,14 @@ impl Application {
             origins: settings.cors.clone(),
             require_redis: settings.readiness.require_redis,
             metrics_token: Secrets::new(settings.metrics.token.clone()),
+            slow_consumers: slow_consumers.clone(),
         };
         let api = api::router(&settings.api, wired.hub.clone(), &metrics)?;
         let mount_socketio = wired.mount;
         let router = http::router(state, &settings, api, |routes| {
             mount_socketio(setup.mount(routes))
         });
+        slow_consumers.set_session_closer(Some(session_closer(router.clone())));
 
         Ok(Self {
             listener,
@@ -371,8 +378,40 @@ impl Application {
         if let Some(hooks) = &webhooks {
             hooks.abandon();
         }
+        // The closer holds the router, which holds the closer.
+        slow_consumers.set_session_closer(None);
         Ok(())
     }
+}
+
+/// Ends a long-polling session the way its client would: a `POST` of
+/// Engine.IO's close packet, through the app's own router (the Engine.IO
+/// server holding the session is the one behind it).
+fn session_closer(router: Router) -> crate::net::sessions::CloseSession {
+    Arc::new(move |sid: &str, eio: u8| {
+        // Engine.IO 3 frames each packet of a payload with its length.
+        let body = if eio == 3 { "1:1" } else { "1" };
+        let request = axum::http::Request::post(format!(
+            "{ENGINE_PATH}/?EIO={eio}&transport=polling&sid={sid}"
+        ))
+        .header(axum::http::header::CONTENT_TYPE, "text/plain;charset=UTF-8")
+        .extension(crate::net::sessions::ClosingRequest)
+        .body(axum::body::Body::from(body));
+        let Ok(request) = request else {
+            return;
+        };
+        let mut router = router.clone();
+        tokio::spawn(async move {
+            use tower_service::Service;
+            match router.call(request).await {
+                Ok(response) if response.status().is_success() => {}
+                Ok(response) => {
+                    tracing::debug!(status = %response.status(), "closing a polling session: not closed");
+                }
+                Err(never) => match never {},
+            }
+        });
+    })
 }
 
 /// The Socket.IO server of one adapter type, reduced to what the app keeps:

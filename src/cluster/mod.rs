@@ -23,7 +23,9 @@
 //! - `stats`: the cluster-wide socket count `/readyz` reports;
 //! - `metrics`: the `ecos_redis_*` and `ecos_cluster_*` series;
 //! - [`emitter`]: the listener for socket.io's own Redis format, so that
-//!   `@socket.io/redis-emitter` reaches ecos's clients.
+//!   `@socket.io/redis-emitter` reaches ecos's clients;
+//! - [`overflow`]: full queues met by broadcasts from other instances, which
+//!   socketioxide reports only in its log.
 //!
 //! Each instance holds two Redis connections, whatever its client count: one
 //! in pub/sub mode and one multiplexed connection for commands; a third, in
@@ -32,6 +34,7 @@
 pub mod driver;
 pub mod emitter;
 mod metrics;
+pub mod overflow;
 mod stats;
 mod supervisor;
 
@@ -95,6 +98,8 @@ pub struct Cluster {
     node: String,
     /// The emitter listener, when `emitter.enabled`.
     emitter: Option<EmitterListener>,
+    /// Acts on full queues met by other instances' broadcasts, once watching.
+    overflow: Option<overflow::WatchGuard>,
 }
 
 impl Cluster {
@@ -149,6 +154,7 @@ impl Cluster {
             stats_key,
             node: node.to_owned(),
             emitter: None,
+            overflow: None,
         })
     }
 
@@ -178,6 +184,18 @@ impl Cluster {
         )?;
         self.emitter = Some(listener);
         Ok(())
+    }
+
+    /// Counts the messages other instances' broadcasts could not queue here
+    /// and closes the slow consumers behind them; `server_id` is socketioxide's
+    /// id of this instance (`SocketIoConfig::server_id`).
+    pub fn watch_overflows(
+        &mut self,
+        server_id: String,
+        slow_consumers: SlowConsumers,
+        metrics: &Metrics,
+    ) {
+        self.overflow = Some(overflow::watch(server_id, slow_consumers, metrics.clone()));
     }
 
     /// The constructor state socketioxide's builder takes for the adapter.

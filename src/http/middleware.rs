@@ -42,6 +42,61 @@ pub async fn refuse_new_sessions_while_draining(
     next.run(request).await
 }
 
+/// Reports each request of a watched Engine.IO session to the slow-consumer
+/// policy ([`crate::net::sessions`]): a poll while it waits for its answer, the
+/// upgrade to WebSocket with its connection. A session ecos closed as a slow
+/// consumer gets Engine.IO's own answer for a session that is gone
+/// (`400 {"code":1,"message":"Session ID unknown"}`), so its client reconnects.
+pub async fn watch_engine_sessions(
+    State(state): State<Arc<HttpState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let session = request
+        .uri()
+        .path()
+        .starts_with(state.engine_path)
+        .then(|| query_value(request.uri().query()?, "sid"))
+        .flatten()
+        .and_then(|sid| state.slow_consumers.session(sid));
+    let Some(session) = session else {
+        return next.run(request).await;
+    };
+    if session.is_evicted()
+        && request
+            .extensions()
+            .get::<crate::net::sessions::ClosingRequest>()
+            .is_none()
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "code": 1, "message": "Session ID unknown" })),
+        )
+            .into_response();
+    }
+    let transport = request
+        .uri()
+        .query()
+        .and_then(|q| query_value(q, "transport"));
+    if transport == Some("websocket") {
+        session.upgraded(request.extensions());
+        next.run(request).await
+    } else if request.method() == Method::GET {
+        let _poll = session.poll();
+        next.run(request).await
+    } else {
+        next.run(request).await
+    }
+}
+
+/// The value of `key` in a URI query, as written.
+fn query_value<'q>(query: &'q str, key: &str) -> Option<&'q str> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == key).then_some(v)
+    })
+}
+
 /// Gives an Engine.IO request's URI and header values their own small
 /// allocations before socketioxide sees it.
 ///

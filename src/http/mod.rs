@@ -50,6 +50,8 @@ pub struct HttpState {
     pub require_redis: bool,
     /// `metrics.token`: when set, `/metrics` needs it as a bearer token.
     pub metrics_token: Secrets,
+    /// The slow-consumer policy, told about each Engine.IO session's polls and upgrade.
+    pub slow_consumers: crate::net::SlowConsumers,
 }
 
 /// The platform routes, with `inner` applied to them (it adds the Socket.IO
@@ -79,6 +81,10 @@ pub fn router(
         .layer(from_fn_with_state(
             state.clone(),
             middleware::compact_engine_request_head,
+        ))
+        .layer(from_fn_with_state(
+            state.clone(),
+            middleware::watch_engine_sessions,
         ))
         // Layers added later run first: metrics see everything, CORS answers
         // preflights before the drain guard, which runs before socketioxide.

@@ -99,11 +99,16 @@ impl GuardedStream {
     }
 
     fn note_write<T>(&self, result: &Poll<io::Result<T>>, cx: &Context<'_>) {
+        if self.state.behind_since.load(Ordering::Relaxed) == 0 {
+            let now = self.epoch.elapsed().as_millis() as u64 + 1;
+            self.state.behind_since.store(now, Ordering::Release);
+        }
         match result {
             Poll::Pending => {
                 self.state.write_waker.register(cx.waker());
+                let now = self.epoch.elapsed().as_millis() as u64 + 1;
+                self.state.blocked(now);
                 if self.state.stalled_since.load(Ordering::Relaxed) == 0 {
-                    let now = self.epoch.elapsed().as_millis() as u64 + 1;
                     self.state.stalled_since.store(now, Ordering::Release);
                 }
             }
@@ -193,7 +198,18 @@ impl AsyncWrite for GuardedStream {
         if let Some(error) = self.ended() {
             return Poll::Ready(Err(error));
         }
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        match result {
+            // engineioxide flushes a WebSocket once its queue is empty: caught up.
+            Poll::Ready(Ok(())) if self.state.behind_since.load(Ordering::Relaxed) != 0 => {
+                self.state.behind_since.store(0, Ordering::Release);
+            }
+            Poll::Pending => self
+                .state
+                .blocked(self.epoch.elapsed().as_millis() as u64 + 1),
+            _ => {}
+        }
+        result
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -209,7 +225,7 @@ pub struct Peer {
     /// The client's address (the router's, behind a proxy).
     pub addr: SocketAddr,
     /// The connection, to tell whether it was closed as a slow consumer.
-    state: Arc<ConnState>,
+    pub(super) state: Arc<ConnState>,
 }
 
 impl Peer {

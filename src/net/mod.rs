@@ -8,12 +8,14 @@
 //!   upgraded) and the deadline that goes with it;
 //! - [`listener`]: the stream every connection is served through, and the [`Peer`] every request carries;
 //! - [`slow_consumers`]: the policy that closes clients that stopped reading;
+//! - [`sessions`]: each Engine.IO session's transport: its WebSocket, or whether it still polls;
 //! - [`nofile`]: raising the open-file limit at start-up.
 
 pub mod listener;
 pub mod nofile;
 pub mod request_cycle;
 pub mod server;
+pub mod sessions;
 pub mod slow_consumers;
 
 use std::net::SocketAddr;
@@ -23,7 +25,8 @@ use tokio::net::{TcpListener, TcpSocket};
 pub use listener::{GuardedStream, Peer, close_connection, closed_as_slow_consumer};
 pub use nofile::{NofileLimit, raise_nofile_limit};
 pub use server::{ConnLimits, serve};
-pub use slow_consumers::{OVERFLOW_STALL, SlowConsumers, Sweeper};
+pub use sessions::Session;
+pub use slow_consumers::{OVERFLOW_FLOOR, OVERFLOW_STALL, SlowConsumers, Sweeper};
 
 /// Binds `addr` with a listen queue of `backlog` connections.
 ///

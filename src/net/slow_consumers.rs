@@ -2,35 +2,42 @@
 //! messages for them.
 //!
 //! Every message to a socket is queued in that socket's buffer (at most
-//! `socketio.max_buffer_packets` packets), then written to its TCP connection.
-//! A client that does not read lets the kernel's buffers fill, the writes
+//! `socketio.max_buffer_packets` packets), then written to its transport. A
+//! client that does not read lets the kernel's buffers fill, the writes
 //! block, and its queue fills behind them. Other clients are not slowed: each
 //! has its own queue and writer. The policy for the slow one is to close its
 //! connection rather than drop messages in silence:
 //!
 //! - when its writes have been blocked for `socketio.slow_consumer_timeout_secs`
 //!   (checked by a sweeper a few times per timeout), or
-//! - at once, when a broadcast finds a full queue: every connection whose writes
-//!   have been blocked for [`OVERFLOW_STALL`] (or the timeout, if shorter) is
-//!   closed ([`SlowConsumers::close_stalled`]). A client that merely paused
-//!   for a moment is not punished for another client's overflow.
+//! - at once, when a broadcast finds full queues ([`SlowConsumers::on_overflow`]):
+//!   every transport that has been behind for [`OVERFLOW_STALL`] is closed,
+//!   and when fewer were closed than queues overflowed, the ones furthest
+//!   behind (at least [`OVERFLOW_FLOOR`]) as well. A transport is *behind*
+//!   from the moment its writer has more to write until it has written
+//!   everything queued (engineioxide flushes a WebSocket only when its queue
+//!   is empty), or, on long-polling, from the moment a poll was answered until
+//!   the next one arrives ([`sessions`](super::sessions)). A client that
+//!   keeps up is never behind for long, so another client's overflow does
+//!   not close it.
 //!
-//! Every message a full queue refused is counted in
-//! `ecos_messages_dropped_total`. With the default queue (1024 packets) a
-//! queue only fills behind a client that stopped reading, which the rules
-//! above then close; a much smaller queue can also overflow on a burst a
-//! healthy client would have absorbed (docs/performance.md has the figures).
+//! Socketioxide reports how many queues a broadcast found full, not whose,
+//! and the queues are out of ecos's reach; how far behind each transport is
+//! is the best witness ecos has (docs/hardening.md). Every message a full
+//! queue refused is counted in `ecos_messages_dropped_total`.
 //!
-//! The client sees its transport close and reconnects (Socket.IO clients do so
-//! by themselves). The socket's disconnect is counted in
-//! `ecos_disconnections_total{reason="slow_consumer"}`.
+//! The client sees its transport close (or, on long-polling, its session
+//! end) and reconnects (Socket.IO clients do so by themselves). The socket's
+//! disconnect is counted in `ecos_disconnections_total{reason="slow_consumer"}`.
 //!
-//! To know which connection is blocked, ecos serves every connection through a
+//! To know which connection is behind, ecos serves every connection through a
 //! [`GuardedStream`](super::listener::GuardedStream), which records when a
-//! write could not proceed, and hands each request a [`Peer`](super::Peer)
-//! (as axum's `ConnectInfo`) that leads back to its connection.
+//! write could not proceed and when its writer last caught up, and hands each
+//! request a [`Peer`](super::Peer) (as axum's `ConnectInfo`) that leads back
+//! to its connection.
 
 use std::{
+    collections::HashMap,
     sync::{
         Arc, Mutex, Weak,
         atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
@@ -40,8 +47,19 @@ use std::{
 
 use futures_util::task::AtomicWaker;
 
-/// How long a connection's writes must have been blocked for a queue overflow to close it.
+use super::sessions::{CloseSession, Evict, Session};
+
+/// How long a transport must have been behind for a queue overflow to close it.
 pub const OVERFLOW_STALL: Duration = Duration::from_millis(500);
+
+/// Blocked writes closer together than this belong to one run of
+/// congestion: a client that reads, but too slowly, unblocks its writer a
+/// little at a time and blocks it again.
+pub const CONGESTION_GAP: Duration = Duration::from_millis(250);
+
+/// The least a transport must have been behind to be closed in place of a
+/// full queue no transport behind for [`OVERFLOW_STALL`] accounts for.
+pub const OVERFLOW_FLOOR: Duration = Duration::from_millis(50);
 
 /// Connection state shared by the stream, its requests and the sweeper.
 #[derive(Debug, Default)]
@@ -49,6 +67,14 @@ pub(super) struct ConnState {
     /// Milliseconds since [`SlowConsumers`]' epoch at which a write first
     /// could not proceed, plus one; 0 while writes flow.
     pub(super) stalled_since: AtomicU64,
+    /// Milliseconds since the epoch, plus one, at which the writer started
+    /// writing without having caught up (flushed) since; 0 when caught up.
+    pub(super) behind_since: AtomicU64,
+    /// Milliseconds since the epoch, plus one, of the first blocked write of
+    /// the current run of blocked writes (no two further apart than [`CONGESTION_GAP`]).
+    pub(super) congested_since: AtomicU64,
+    /// Milliseconds since the epoch, plus one, of the last blocked write or flush.
+    pub(super) last_blocked: AtomicU64,
     /// Set once the connection has been closed as a slow consumer.
     closed: AtomicBool,
     /// Wakes a read pending on the socket when the connection is closed.
@@ -58,6 +84,34 @@ pub(super) struct ConnState {
     /// Set when the connection layer ends the connection on a timeout
     /// ([`TIMED_OUT_408`] or [`TIMED_OUT_SILENT`]); 0 while it may run.
     timed_out: AtomicU8,
+}
+
+/// The time from an epoch offset stored as milliseconds plus one (0: not set) to `now`.
+fn since(at: &AtomicU64, now: Duration) -> Option<Duration> {
+    let at = at.load(Ordering::Acquire);
+    (at != 0).then(|| now.saturating_sub(Duration::from_millis(at - 1)))
+}
+
+/// A transport [`SlowConsumers::on_overflow`] may close.
+enum Behind {
+    Conn(Arc<ConnState>),
+    Polling(Arc<Session>),
+}
+
+impl Behind {
+    fn close(&self) -> bool {
+        match self {
+            Behind::Conn(state) => state.close(),
+            Behind::Polling(session) => session.evict(),
+        }
+    }
+
+    fn transport(&self) -> &'static str {
+        match self {
+            Behind::Conn(_) => "connection",
+            Behind::Polling(_) => "polling",
+        }
+    }
 }
 
 /// [`ConnState::time_out`]: answer `408 Request Timeout` before closing.
@@ -76,6 +130,33 @@ impl ConnState {
 
     pub(super) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// How long its writes have been blocked, at `now` since the epoch.
+    fn stalled_for(&self, now: Duration) -> Option<Duration> {
+        since(&self.stalled_since, now)
+    }
+
+    /// How long its writer has been behind, at `now` since the epoch: since
+    /// it last caught up (its queue emptied and it flushed), or since the
+    /// start of its current run of blocked writes, whichever is longer.
+    ///
+    /// Both, because tokio-tungstenite also flushes whenever a blocked write
+    /// unblocks, which says nothing of the queue behind it.
+    fn behind_for(&self, now: Duration) -> Option<Duration> {
+        let unflushed = since(&self.behind_since, now);
+        let congested = since(&self.last_blocked, now)
+            .filter(|quiet| *quiet <= CONGESTION_GAP)
+            .and_then(|_| since(&self.congested_since, now));
+        unflushed.max(congested)
+    }
+
+    /// Records a write or flush that could not proceed, at `now_ms` (epoch milliseconds plus one).
+    pub(super) fn blocked(&self, now_ms: u64) {
+        let last = self.last_blocked.swap(now_ms, Ordering::AcqRel);
+        if last == 0 || now_ms.saturating_sub(last) > CONGESTION_GAP.as_millis() as u64 {
+            self.congested_since.store(now_ms, Ordering::Release);
+        }
     }
 
     /// Ends the connection on a timeout: its next read fails (after writing
@@ -98,14 +179,25 @@ pub struct SlowConsumers {
     inner: Arc<Registry>,
 }
 
-#[derive(Debug)]
 struct Registry {
     /// Zero point of `stalled_since`.
     epoch: Instant,
     /// Every accepted connection; dead entries are pruned by the sweeper.
     conns: Mutex<Vec<Weak<ConnState>>>,
+    /// Every connected socket's Engine.IO session, by session id.
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Ends a long-polling session; set once the app is built.
+    closer: Arc<Mutex<Option<CloseSession>>>,
     /// How long writes may stay blocked; `None`: only overflow closes.
     timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SlowConsumers {
@@ -115,6 +207,8 @@ impl SlowConsumers {
             inner: Arc::new(Registry {
                 epoch: Instant::now(),
                 conns: Mutex::new(Vec::new()),
+                sessions: Mutex::new(HashMap::new()),
+                closer: Arc::default(),
                 timeout,
             }),
         }
@@ -129,17 +223,95 @@ impl SlowConsumers {
         (state, self.inner.epoch)
     }
 
-    /// Closes every connection whose writes have been blocked for
-    /// [`OVERFLOW_STALL`] (or the timeout, if shorter); returns how many.
-    ///
-    /// Called when a broadcast found a full queue: a queue only fills when its
-    /// writer cannot write, so the blocked connections are the ones behind it.
-    pub fn close_stalled(&self) -> usize {
-        let min = self
+    /// Sets (or, with `None`, drops) how a long-polling session is ended.
+    pub fn set_session_closer(&self, closer: Option<CloseSession>) {
+        if let Ok(mut slot) = self.inner.closer.lock() {
+            *slot = closer;
+        }
+    }
+
+    /// Watches the session of a socket that just connected (`eio`: its
+    /// Engine.IO version; `polling`: it started on long-polling); `evict`
+    /// takes it out of its rooms when ecos closes it as a slow consumer.
+    /// Returns the session, which the socket keeps.
+    pub fn watch_session(&self, sid: String, eio: u8, polling: bool, evict: Evict) -> Arc<Session> {
+        let session = Arc::new(Session::new(
+            sid.clone(),
+            eio,
+            self.inner.closer.clone(),
+            self.inner.epoch,
+            polling,
+            evict,
+        ));
+        if let Ok(mut sessions) = self.inner.sessions.lock() {
+            sessions.insert(sid, session.clone());
+        }
+        session
+    }
+
+    /// Stops watching a session (its socket disconnected).
+    pub fn forget_session(&self, sid: &str) {
+        if let Ok(mut sessions) = self.inner.sessions.lock() {
+            sessions.remove(sid);
+        }
+    }
+
+    /// The watched session `sid`, for the HTTP layer to report its polls and upgrade.
+    pub fn session(&self, sid: &str) -> Option<Arc<Session>> {
+        self.inner.sessions.lock().ok()?.get(sid).cloned()
+    }
+
+    /// Called when broadcasts found `full` queues full: closes every
+    /// transport behind for [`OVERFLOW_STALL`] (or the timeout, if shorter),
+    /// then, while fewer transports are closing than queues overflowed, the
+    /// ones furthest behind, down to [`OVERFLOW_FLOOR`]. Returns how many it closed.
+    pub fn on_overflow(&self, full: usize) -> usize {
+        let stall = self
             .inner
             .timeout
             .map_or(OVERFLOW_STALL, |t| t.min(OVERFLOW_STALL));
-        self.close_where(|stalled_for| stalled_for.is_some_and(|d| d >= min))
+        let now = self.inner.epoch.elapsed();
+        // Transports closed a moment ago whose sockets have not left yet can
+        // still refuse a broadcast: they account for `full` too.
+        let mut accounted = 0;
+        let mut candidates: Vec<(Duration, Behind)> = Vec::new();
+        if let Ok(mut conns) = self.inner.conns.lock() {
+            conns.retain(|weak| {
+                let Some(state) = weak.upgrade() else {
+                    return false;
+                };
+                if state.is_closed() {
+                    accounted += 1;
+                } else if let Some(lag) = state.behind_for(now) {
+                    candidates.push((lag, Behind::Conn(state)));
+                }
+                true
+            });
+        }
+        if let Ok(sessions) = self.inner.sessions.lock() {
+            for session in sessions.values() {
+                if let Some(lag) = session.poll_lag() {
+                    candidates.push((lag, Behind::Polling(session.clone())));
+                }
+            }
+        }
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+        let mut closed = 0;
+        for (lag, behind) in candidates {
+            let needed = accounted + closed < full;
+            if lag < stall && !(needed && lag >= OVERFLOW_FLOOR) {
+                break;
+            }
+            if behind.close() {
+                closed += 1;
+                tracing::warn!(
+                    behind_ms = lag.as_millis() as u64,
+                    transport = behind.transport(),
+                    "closing a slow consumer: its queue overflowed while it was behind"
+                );
+            }
+        }
+        closed
     }
 
     /// Closes the connections blocked for at least the timeout; returns how many.
@@ -147,10 +319,6 @@ impl SlowConsumers {
         let Some(timeout) = self.inner.timeout else {
             return 0;
         };
-        self.close_where(|stalled_for| stalled_for.is_some_and(|d| d >= timeout))
-    }
-
-    fn close_where(&self, pick: impl Fn(Option<Duration>) -> bool) -> usize {
         let now = self.inner.epoch.elapsed();
         let mut closed = 0;
         let Ok(mut conns) = self.inner.conns.lock() else {
@@ -160,10 +328,8 @@ impl SlowConsumers {
             let Some(state) = weak.upgrade() else {
                 return false;
             };
-            let since = state.stalled_since.load(Ordering::Acquire);
-            let stalled_for =
-                (since != 0).then(|| now.saturating_sub(Duration::from_millis(since - 1)));
-            if !state.is_closed() && pick(stalled_for) && state.close() {
+            let stalled_for = state.stalled_for(now);
+            if !state.is_closed() && stalled_for.is_some_and(|d| d >= timeout) && state.close() {
                 closed += 1;
                 tracing::warn!(
                     stalled_ms = stalled_for.map_or(0, |d| d.as_millis() as u64),

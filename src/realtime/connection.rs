@@ -8,6 +8,7 @@ use std::{
 
 use serde::Serialize;
 use socketioxide::{
+    SocketIo, TransportType,
     adapter::Adapter,
     extract::{SocketRef, State, TryData},
     socket::DisconnectReason,
@@ -148,10 +149,16 @@ fn schedule_expiry<A: Adapter>(socket: &SocketRef<A>, state: &Arc<SocketState>, 
     state.set_expiry(timer.abort_handle());
 }
 
-/// Connect handler for namespace `/`: counts the socket and greets it.
-pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(rt): State<Realtime>) {
+/// Connect handler for namespace `/`: counts the socket, watches its
+/// session for the slow-consumer policy, and greets it.
+pub async fn on_connect<A: Adapter>(
+    socket: SocketRef<A>,
+    io: SocketIo<A>,
+    State(rt): State<Realtime>,
+) {
     rt.metrics.connections_total.inc();
     rt.metrics.connected_sockets.inc();
+    watch_session(&socket, io, &rt);
     let state = socket.extensions.get::<Arc<SocketState>>();
     let user = state.as_ref().and_then(|s| s.identity.user.clone());
     tracing::info!(sid = %socket.id, user = user.as_deref(), transport = ?socket.transport_type(), "socket connected");
@@ -162,6 +169,36 @@ pub async fn on_connect<A: Adapter>(socket: SocketRef<A>, State(rt): State<Realt
     };
     if let Err(error) = socket.emit(ServerEvent::Welcome.name(), &welcome) {
         tracing::debug!(sid = %socket.id, %error, "could not send welcome");
+    }
+}
+
+/// Hands the socket's session to the slow-consumer policy, which closes it
+/// when it falls behind; the socket keeps it to find its transport.
+fn watch_session<A: Adapter>(socket: &SocketRef<A>, io: SocketIo<A>, rt: &Realtime) {
+    let sid = socket.id;
+    let polling = socket.transport_type() == TransportType::Polling;
+    // By id through `io`, not a `SocketRef`: the socket keeps the session,
+    // which must not keep the socket.
+    let evict = Box::new(move || {
+        if let Some(socket) = io.get_socket(sid) {
+            if let Some(state) = socket.extensions.get::<Arc<SocketState>>() {
+                state.set_close_reason(SLOW_CONSUMER);
+            }
+            // No room broadcast reaches it while its session is being ended.
+            socket.leave_all();
+        }
+    });
+    let eio = match socket.protocol() {
+        socketioxide::ProtocolVersion::V4 => 3,
+        _ => 4,
+    };
+    let session = rt
+        .slow_consumers
+        .watch_session(sid.to_string(), eio, polling, evict);
+    socket.extensions.insert(session);
+    if !socket.connected() {
+        // It left before this ran, and its departure found nothing to forget.
+        rt.slow_consumers.forget_session(&sid.to_string());
     }
 }
 
@@ -176,7 +213,12 @@ async fn on_disconnect<A: Adapter>(
     let closed_by_ecos = state.as_ref().and_then(|state| state.close_reason());
     let label = if let Some(reason) = closed_by_ecos {
         reason
-    } else if crate::net::closed_as_slow_consumer(&socket.req_parts().extensions) {
+    } else if crate::net::closed_as_slow_consumer(&socket.req_parts().extensions)
+        || socket
+            .extensions
+            .get::<Arc<crate::net::Session>>()
+            .is_some_and(|session| session.closed_as_slow_consumer())
+    {
         SLOW_CONSUMER
     } else {
         reason_label(reason)
@@ -211,6 +253,7 @@ fn depart<A: Adapter>(
         }
         state.cancel_expiry();
     }
+    rt.slow_consumers.forget_session(&socket.id.to_string());
     rt.metrics.connected_sockets.dec();
     rt.metrics
         .disconnections_total
@@ -218,8 +261,14 @@ fn depart<A: Adapter>(
         .inc();
     let user = state.as_ref().and_then(|s| s.identity.user.as_deref());
     tracing::info!(sid = %socket.id, user, reason = label, detail = %detail, "socket disconnected");
-    if let Some(hooks) = rt.webhooks.as_ref().filter(|hooks| hooks.notifies_disconnect()) {
-        let connected_for = state.as_ref().map_or(Duration::ZERO, |s| s.connected_at.elapsed());
+    if let Some(hooks) = rt
+        .webhooks
+        .as_ref()
+        .filter(|hooks| hooks.notifies_disconnect())
+    {
+        let connected_for = state
+            .as_ref()
+            .map_or(Duration::ZERO, |s| s.connected_at.elapsed());
         hooks.notify_disconnect(&forward::socket_info(socket, rt), label, connected_for);
     }
 }

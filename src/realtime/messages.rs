@@ -87,7 +87,7 @@ pub(super) fn settle_broadcast(rt: &Realtime, event: ClientEvent, error: Option<
                 // Further broadcasts would overflow the same queues: shed them for a moment.
                 rt.pressure.overflowed();
                 rt.metrics.messages_dropped(event, full);
-                let closed = rt.slow_consumers.close_stalled();
+                let closed = rt.slow_consumers.on_overflow(full);
                 tracing::warn!(
                     event = event.name(),
                     full,

@@ -40,18 +40,28 @@ pub fn reply<A: Adapter, T: Serialize>(ack: AckSender<A>, socket: &SocketRef<A>,
 /// Closes `socket` because of `reason`, which its disconnect is counted under.
 ///
 /// A polite DISCONNECT packet needs room in the socket's queue. When there is
-/// none, the connection of the handshake is closed, which ends a WebSocket
-/// session at once (the client sees a transport close and reconnects). A
-/// session that started on long-polling is not bound to that connection, so
-/// the DISCONNECT is retried until the queue has room or the session ends
-/// by itself (its heartbeat times out when the client stops polling); either
-/// way the disconnect is counted under `reason`.
+/// none, the session's transport is closed: its WebSocket connection, which
+/// ends the session at once (the client sees a transport close and
+/// reconnects), or, on long-polling, its further polls are refused (the
+/// client sees its session gone and reconnects). The DISCONNECT is retried
+/// until the queue has room or the session ends by itself (its heartbeat
+/// times out once the client no longer polls); either way the disconnect is
+/// counted under `reason`.
 pub fn close<A: Adapter>(socket: &SocketRef<A>, reason: &'static str) {
     if let Some(state) = socket.extensions.get::<Arc<SocketState>>() {
         state.set_close_reason(reason);
     }
     if let Err(SocketError::InternalChannelFull) = socket.clone().disconnect() {
-        crate::net::close_connection(&socket.req_parts().extensions);
+        // The session's own transport when it is watched: after an upgrade,
+        // the handshake's connection is no longer the one it writes to.
+        match socket.extensions.get::<Arc<crate::net::Session>>() {
+            Some(session) => {
+                session.close_transport();
+            }
+            None => {
+                crate::net::close_connection(&socket.req_parts().extensions);
+            }
+        }
         let socket = socket.clone();
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + CLOSE_RETRY_FOR;

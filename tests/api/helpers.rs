@@ -26,8 +26,15 @@ pub fn test_settings(instance_id: &str) -> Settings {
 
 /// Installs a text log subscriber when `TEST_LOG` is set (`TEST_LOG=1` or a
 /// filter such as `ecos=debug`); silent otherwise. Only the first call installs.
+///
+/// Without `TEST_LOG`, only the layer that reads socketioxide's report of
+/// full queues is installed, as ecos's own subscriber has it.
 pub fn init_test_logs() {
     let Some(level) = std::env::var_os("TEST_LOG") else {
+        use tracing_subscriber::prelude::*;
+        let _ = tracing_subscriber::registry()
+            .with(ecos::cluster::overflow::layer())
+            .try_init();
         return;
     };
     let level = level.to_string_lossy().into_owned();

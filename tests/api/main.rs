@@ -14,6 +14,7 @@ mod fuzz;
 mod hardening;
 mod helpers;
 mod hub;
+mod overflow;
 mod platform;
 mod process;
 mod protocol;

@@ -205,7 +205,7 @@ impl<A: Adapter> Applier<A> {
                             if full == 0 {
                                 return Ok("emit");
                             }
-                            let closed = self.slow_consumers.close_stalled();
+                            let closed = self.slow_consumers.on_overflow(full);
                             Err(ApplyError::Failed(format!(
                                 "emit: {full} full queue(s); closed {closed} slow consumer(s)"
                             )))
