@@ -2,7 +2,9 @@
 // from the `connect` handler is never lost, even on a loaded machine; events
 // over the per-socket rate limit get the documented error ack; while queues
 // overflow, broadcasts are refused as `overloaded` and a listener that reads
-// gets every broadcast that was accepted.
+// gets every broadcast that was accepted; a client that stops reading, after
+// upgrading from polling to WebSocket, or that stops polling, is closed as a
+// slow consumer, counted, and reconnects by itself.
 //
 // Run from the repository root (after `npm ci --prefix tests/js`):
 //
@@ -12,7 +14,7 @@ import { describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { Worker } from "node:worker_threads";
 import { io } from "socket.io-client";
-import { ack, it, metricOf, sleep, startSingle } from "./harness.mjs";
+import { ack, eventually, it, metricOf, sleep, startSingle } from "./harness.mjs";
 
 /** Keeps one core busy in a worker thread until `stop()` is called. */
 function busyCore() {
@@ -161,6 +163,128 @@ describe("shedding load while queues overflow", () => {
       assert.ok(reader.connected, "the reading listener is still connected");
     } finally {
       for (const socket of sockets) socket.disconnect();
+    }
+  });
+});
+
+/** The value of `name`'s series with the label `key="value"` on `server`'s /metrics (0 when absent). */
+async function series(server, name, key, value) {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const line = text
+    .split("\n")
+    .find((l) => l.startsWith(`${name}{`) && l.includes(`${key}="${value}"`));
+  return line ? Number(line.split(" ").pop()) : 0;
+}
+
+describe("slow consumers, as the official client sees them", () => {
+  let topo;
+  before(async () => {
+    topo = await startSingle({
+      id: "js-slow",
+      env: {
+        ECOS_SOCKETIO__SLOW_CONSUMER_TIMEOUT_SECS: "1",
+        ECOS_SOCKETIO__MAX_BUFFER_PACKETS: "64",
+        ECOS_LIMITS__EVENTS_PER_SECOND: "0",
+      },
+    });
+  });
+  after(async () => {
+    await topo?.stop();
+  });
+
+  const DISCONNECTIONS = "ecos_disconnections_total";
+
+  /** A client with the default transports (polling, then the upgrade to WebSocket). */
+  const connectDefault = (url) =>
+    new Promise((resolve, reject) => {
+      const socket = io(url, { forceNew: true, reconnectionDelay: 100, reconnectionDelayMax: 200 });
+      socket.once("connect", () => resolve(socket));
+      socket.once("connect_error", reject);
+    });
+
+  /** Sends `message`s from `sender`, 10 ms apart, until `server` counted `want` slow consumers. */
+  async function sendUntilSlow(server, sender, want, size) {
+    const padding = "x".repeat(size);
+    const deadline = Date.now() + 12_000;
+    let seq = 0;
+    while ((await series(server, DISCONNECTIONS, "reason", "slow_consumer")) < want) {
+      assert.ok(Date.now() < deadline, `no slow consumer closed after ${seq} messages`);
+      for (let i = 0; i < 10; i++) {
+        sender.emit("message", { seq: seq++, p: padding });
+        await sleep(10);
+      }
+    }
+    return seq;
+  }
+
+  it("an upgraded client that stops reading is closed as slow_consumer, knows it, and reconnects", async () => {
+    const [server] = topo.servers;
+    const before = await series(server, DISCONNECTIONS, "reason", "slow_consumer");
+    const slow = await connectDefault(server.url);
+    const sender = await connectDefault(server.url);
+    try {
+      await eventually(() => slow.io.engine.transport.name, "websocket", 5_000, "the upgrade to WebSocket");
+      const got = [];
+      slow.on("message", (m) => got.push(m.seq));
+      const disconnected = new Promise((resolve) => slow.once("disconnect", resolve));
+      slow.io.engine.transport.ws._socket.pause();
+
+      await sendUntilSlow(server, sender, before + 1, 64 * 1024);
+      assert.equal(await series(server, DISCONNECTIONS, "reason", "transport_error"), 0);
+
+      const reconnected = new Promise((resolve) => slow.once("connect", resolve));
+      slow.io.engine.transport.ws._socket.resume();
+      const reason = await disconnected;
+      assert.match(reason, /transport (close|error)/);
+      await reconnected;
+      // What it got before the close is every message in order, none missing.
+      assert.deepEqual(got, got.map((_, i) => i));
+    } finally {
+      slow.disconnect();
+      sender.disconnect();
+    }
+  });
+
+  it("a polling client that stops polling is closed as slow_consumer when its queue overflows, and reconnects", async () => {
+    const [server] = topo.servers;
+    const before = await series(server, DISCONNECTIONS, "reason", "slow_consumer");
+    const slow = await new Promise((resolve, reject) => {
+      const socket = io(server.url, {
+        transports: ["polling"],
+        forceNew: true,
+        reconnectionDelay: 100,
+        reconnectionDelayMax: 200,
+      });
+      socket.once("connect", () => resolve(socket));
+      socket.once("connect_error", reject);
+    });
+    const sender = await connectDefault(server.url);
+    try {
+      const got = [];
+      slow.on("message", (m) => got.push(m.seq));
+      // Stop polling once the poll in flight is answered.
+      const transport = slow.io.engine.transport;
+      let resume = null;
+      transport._poll = () => {
+        resume = () => {
+          delete transport._poll;
+          transport._poll();
+        };
+      };
+      const disconnected = new Promise((resolve) => slow.once("disconnect", resolve));
+
+      await sendUntilSlow(server, sender, before + 1, 1024);
+
+      const reconnected = new Promise((resolve) => slow.once("connect", resolve));
+      assert.ok(resume, "the client had stopped polling");
+      resume();
+      assert.match(await disconnected, /transport (close|error)/);
+      await reconnected;
+      assert.deepEqual(got, got.map((_, i) => i));
+      assert.ok((await series(server, "ecos_messages_dropped_total", "event", "message")) >= 1);
+    } finally {
+      slow.disconnect();
+      sender.disconnect();
     }
   });
 });
