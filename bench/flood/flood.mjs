@@ -11,7 +11,8 @@
 // send r `message`s a second (under the rate limit): the load many
 // well-behaved clients make, which ecos answers by shedding (`overloaded`).
 //
-// Extra ecos settings pass through as FLOOD_ENV="K=V K=V". Needs the npm
+// Extra ecos settings pass through as FLOOD_ENV="K=V K=V"; FLOOD_LOG=path
+// keeps the server's log (warnings and up) in that file. Needs the npm
 // packages of tests/js (npm ci --prefix tests/js) for socket.io-client.
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -41,7 +42,7 @@ const metric = (text, series) => {
 };
 const pct = (sorted, p) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] : NaN);
 
-const server = await startInstance("flood", { env: { ECOS_LOG__LEVEL: "warn,ecos::app=info", ...extraEnv } });
+const server = await startInstance("flood", { env: { ECOS_LOG__LEVEL: "warn,ecos::app=info", ...extraEnv }, logFile: process.env.FLOOD_LOG });
 try {
   await waitReady(server);
   const bystanders = [];
