@@ -466,6 +466,15 @@ describe("server API during a Redis outage (a redis-server of its own)", () => {
       10_000,
       "A's answers to say the cluster is up again",
     );
+    // /readyz stays 200 through an outage, so it says nothing of B's link;
+    // B retries with backoff and may come back seconds after A. Until it
+    // does, what A publishes cannot reach it (Redis pub/sub keeps nothing).
+    await eventually(
+      async () => (await call(B, "GET", "/api/v1/rooms")).body.cluster,
+      "up",
+      15_000,
+      "B's answers to say the cluster is up again",
+    );
     const atRemote = nextEvent(remote, "after");
     await ok(A, "/api/v1/emit", { event: "after", users: ["zoe"] });
     assert.deepEqual(await atRemote, []);
