@@ -79,7 +79,7 @@ pub async fn watch_engine_sessions(
         .query()
         .and_then(|q| query_value(q, "transport"));
     if transport == Some("websocket") {
-        session.upgraded(request.extensions());
+        session.on_websocket(request.extensions());
         next.run(request).await
     } else if request.method() == Method::GET {
         let _poll = session.poll();

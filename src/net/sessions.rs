@@ -61,7 +61,7 @@ pub struct Session {
     websocket: OnceLock<Arc<ConnState>>,
     /// Whether the session started on long-polling (and so is watched by its polls until it upgrades).
     polling: bool,
-    /// Set when ecos closed the session as a slow consumer.
+    /// Set when ecos ended the session (see [`Session::is_evicted`]).
     evicted: AtomicBool,
     evict: Evict,
 }
@@ -105,31 +105,37 @@ impl Session {
         PollGuard(self.clone())
     }
 
-    /// Records the connection of the WebSocket this session upgraded to (the
-    /// upgrade request's `extensions`); from then on that connection is the
-    /// one that falls behind.
-    pub fn upgraded(&self, extensions: &axum::http::Extensions) {
+    /// Records the connection of the session's WebSocket (from the
+    /// `extensions` of the request that opened it: the handshake of a
+    /// WebSocket-only session, or the upgrade); from then on that connection
+    /// is the one that falls behind, and the one closed.
+    pub fn on_websocket(&self, extensions: &axum::http::Extensions) {
         if let Some(info) = extensions.get::<ConnectInfo<Peer>>() {
             let _ = self.websocket.set(info.0.state.clone());
         }
     }
 
-    /// Whether ecos closed this session as a slow consumer; its requests are then refused.
+    /// Whether ecos ended this session (as a slow consumer, or because an
+    /// answer found its queue full); its requests are then refused.
     pub fn is_evicted(&self) -> bool {
         self.evicted.load(Ordering::Acquire)
     }
 
-    /// Whether the session ended because ecos closed it, or its WebSocket, as a slow consumer.
+    /// Whether ecos ended the session or closed its WebSocket; the socket's
+    /// own close reason, when it has one, says why.
     pub fn closed_as_slow_consumer(&self) -> bool {
         self.is_evicted() || self.websocket.get().is_some_and(|ws| ws.is_closed())
     }
 
     /// Closes the session's transport: its WebSocket connection, or, on
-    /// long-polling, refuses its further requests (the client sees its
-    /// session end and reconnects). True when it was open.
+    /// long-polling, ends the session and refuses its further requests (the
+    /// client sees its session end and reconnects). True when it was open;
+    /// false also for a WebSocket session whose connection ecos cannot reach
+    /// (a request made in-process, without one).
     pub fn close_transport(&self) -> bool {
         match self.websocket.get() {
             Some(ws) => ws.close(),
+            None if !self.polling => false,
             None if self.evicted.swap(true, Ordering::AcqRel) => false,
             None => {
                 self.end_polling();
@@ -146,33 +152,59 @@ impl Session {
         }
     }
 
-    /// How long a long-polling session has not taken its queue: `None` when
-    /// it is on WebSocket (its connection says), or a poll is waiting.
-    pub(super) fn poll_lag(&self) -> Option<Duration> {
-        if !self.polling || self.websocket.get().is_some() || self.is_evicted() {
-            return None;
+    /// How far behind the session's transport is, at `now` since the epoch.
+    pub(super) fn lag(&self, now: Duration) -> Lag {
+        if self.is_evicted() {
+            return Lag::Closing;
         }
-        if self.polls_waiting.load(Ordering::Acquire) > 0 {
-            return Some(Duration::ZERO);
+        if let Some(ws) = self.websocket.get() {
+            if ws.is_closed() {
+                return Lag::Closing;
+            }
+            return ws.behind_for(now).map_or(Lag::CaughtUp, Lag::Behind);
+        }
+        if !self.polling || self.polls_waiting.load(Ordering::Acquire) > 0 {
+            return Lag::CaughtUp;
         }
         let at = self.polled_at.load(Ordering::Acquire).saturating_sub(1);
-        Some(
-            self.epoch
-                .elapsed()
-                .saturating_sub(Duration::from_millis(at)),
-        )
+        Lag::Behind(now.saturating_sub(Duration::from_millis(at)))
     }
 
-    /// Closes a long-polling session that fell behind: refuses its polls and
-    /// runs the realtime layer's eviction. True for the call that did it.
+    /// The transport, for the log.
+    pub(super) fn transport(&self) -> &'static str {
+        if self.websocket.get().is_some() {
+            "websocket"
+        } else {
+            "polling"
+        }
+    }
+
+    /// Closes a session that fell behind: the realtime layer's eviction
+    /// (out of its rooms, `slow_consumer` as the reason), then its transport.
+    /// True for the call that did it.
     pub(super) fn evict(&self) -> bool {
         if self.evicted.swap(true, Ordering::AcqRel) {
             return false;
         }
         (self.evict)();
-        self.end_polling();
+        match self.websocket.get() {
+            Some(ws) => {
+                ws.close();
+            }
+            None => self.end_polling(),
+        }
         true
     }
+}
+
+/// How far behind a session's transport is.
+pub(super) enum Lag {
+    /// Nothing waits to be written, or a poll is waiting to take it.
+    CaughtUp,
+    /// Behind for this long.
+    Behind(Duration),
+    /// Already being closed.
+    Closing,
 }
 
 /// A poll being answered; marks it answered when dropped, which the

@@ -47,7 +47,7 @@ use std::{
 
 use futures_util::task::AtomicWaker;
 
-use super::sessions::{CloseSession, Evict, Session};
+use super::sessions::{CloseSession, Evict, Lag, Session};
 
 /// How long a transport must have been behind for a queue overflow to close it.
 pub const OVERFLOW_STALL: Duration = Duration::from_millis(500);
@@ -92,28 +92,6 @@ fn since(at: &AtomicU64, now: Duration) -> Option<Duration> {
     (at != 0).then(|| now.saturating_sub(Duration::from_millis(at - 1)))
 }
 
-/// A transport [`SlowConsumers::on_overflow`] may close.
-enum Behind {
-    Conn(Arc<ConnState>),
-    Polling(Arc<Session>),
-}
-
-impl Behind {
-    fn close(&self) -> bool {
-        match self {
-            Behind::Conn(state) => state.close(),
-            Behind::Polling(session) => session.evict(),
-        }
-    }
-
-    fn transport(&self) -> &'static str {
-        match self {
-            Behind::Conn(_) => "connection",
-            Behind::Polling(_) => "polling",
-        }
-    }
-}
-
 /// [`ConnState::time_out`]: answer `408 Request Timeout` before closing.
 pub(super) const TIMED_OUT_408: u8 = 1;
 /// [`ConnState::time_out`]: close without a word.
@@ -143,7 +121,7 @@ impl ConnState {
     ///
     /// Both, because tokio-tungstenite also flushes whenever a blocked write
     /// unblocks, which says nothing of the queue behind it.
-    fn behind_for(&self, now: Duration) -> Option<Duration> {
+    pub(super) fn behind_for(&self, now: Duration) -> Option<Duration> {
         let unflushed = since(&self.behind_since, now);
         let congested = since(&self.last_blocked, now)
             .filter(|quiet| *quiet <= CONGESTION_GAP)
@@ -218,6 +196,11 @@ impl SlowConsumers {
     pub(super) fn register(&self) -> (Arc<ConnState>, Instant) {
         let state = Arc::new(ConnState::default());
         if let Ok(mut conns) = self.inner.conns.lock() {
+            // Without a sweeper nothing else prunes the closed ones: do it
+            // whenever the list has doubled since the last time.
+            if conns.len() == conns.capacity() {
+                conns.retain(|weak| weak.strong_count() > 0);
+            }
             conns.push(Arc::downgrade(&state));
         }
         (state, self.inner.epoch)
@@ -231,10 +214,18 @@ impl SlowConsumers {
     }
 
     /// Watches the session of a socket that just connected (`eio`: its
-    /// Engine.IO version; `polling`: it started on long-polling); `evict`
-    /// takes it out of its rooms when ecos closes it as a slow consumer.
-    /// Returns the session, which the socket keeps.
-    pub fn watch_session(&self, sid: String, eio: u8, polling: bool, evict: Evict) -> Arc<Session> {
+    /// Engine.IO version; `polling`: it started on long-polling, else
+    /// `handshake`, the extensions of its WebSocket's request, lead to its
+    /// connection); `evict` takes it out of its rooms when ecos closes it as
+    /// a slow consumer. Returns the session, which the socket keeps.
+    pub fn watch_session(
+        &self,
+        sid: String,
+        eio: u8,
+        polling: bool,
+        handshake: &axum::http::Extensions,
+        evict: Evict,
+    ) -> Arc<Session> {
         let session = Arc::new(Session::new(
             sid.clone(),
             eio,
@@ -243,6 +234,9 @@ impl SlowConsumers {
             polling,
             evict,
         ));
+        if !polling {
+            session.on_websocket(handshake);
+        }
         if let Ok(mut sessions) = self.inner.sessions.lock() {
             sessions.insert(sid, session.clone());
         }
@@ -271,42 +265,31 @@ impl SlowConsumers {
             .timeout
             .map_or(OVERFLOW_STALL, |t| t.min(OVERFLOW_STALL));
         let now = self.inner.epoch.elapsed();
-        // Transports closed a moment ago whose sockets have not left yet can
-        // still refuse a broadcast: they account for `full` too.
+        // Sessions being closed whose sockets have not left yet can still
+        // refuse a broadcast: they account for `full` too.
         let mut accounted = 0;
-        let mut candidates: Vec<(Duration, Behind)> = Vec::new();
-        if let Ok(mut conns) = self.inner.conns.lock() {
-            conns.retain(|weak| {
-                let Some(state) = weak.upgrade() else {
-                    return false;
-                };
-                if state.is_closed() {
-                    accounted += 1;
-                } else if let Some(lag) = state.behind_for(now) {
-                    candidates.push((lag, Behind::Conn(state)));
-                }
-                true
-            });
-        }
+        let mut candidates: Vec<(Duration, Arc<Session>)> = Vec::new();
         if let Ok(sessions) = self.inner.sessions.lock() {
             for session in sessions.values() {
-                if let Some(lag) = session.poll_lag() {
-                    candidates.push((lag, Behind::Polling(session.clone())));
+                match session.lag(now) {
+                    Lag::Closing => accounted += 1,
+                    Lag::Behind(lag) => candidates.push((lag, session.clone())),
+                    Lag::CaughtUp => {}
                 }
             }
         }
         candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
         let mut closed = 0;
-        for (lag, behind) in candidates {
+        for (lag, session) in candidates {
             let needed = accounted + closed < full;
             if lag < stall && !(needed && lag >= OVERFLOW_FLOOR) {
                 break;
             }
-            if behind.close() {
+            if session.evict() {
                 closed += 1;
                 tracing::warn!(
                     behind_ms = lag.as_millis() as u64,
-                    transport = behind.transport(),
+                    transport = session.transport(),
                     "closing a slow consumer: its queue overflowed while it was behind"
                 );
             }

@@ -192,9 +192,13 @@ fn watch_session<A: Adapter>(socket: &SocketRef<A>, io: SocketIo<A>, rt: &Realti
         socketioxide::ProtocolVersion::V4 => 3,
         _ => 4,
     };
-    let session = rt
-        .slow_consumers
-        .watch_session(sid.to_string(), eio, polling, evict);
+    let session = rt.slow_consumers.watch_session(
+        sid.to_string(),
+        eio,
+        polling,
+        &socket.req_parts().extensions,
+        evict,
+    );
     socket.extensions.insert(session);
     if !socket.connected() {
         // It left before this ran, and its departure found nothing to forget.
