@@ -41,10 +41,15 @@ pub(crate) async fn stalled_client(addr: SocketAddr) -> WebSocketStream<TcpStrea
     ws
 }
 
-/// Sends 64 KiB `message`s from `sender`, 10 ms apart, until the app has
-/// closed a slow consumer (or 20 s went by); returns how many were sent.
-async fn send_until_slow_consumer_closed(app: &TestApp, sender: &SioClient) -> usize {
-    let padding = "x".repeat(64 * 1024);
+/// Sends `message`s of `size` bytes from `sender`, `every` apart, until the
+/// app has closed a slow consumer (or 20 s went by); returns how many were sent.
+pub(crate) async fn send_until_slow_consumer_closed(
+    app: &TestApp,
+    sender: &SioClient,
+    size: usize,
+    every: Duration,
+) -> usize {
+    let padding = "x".repeat(size);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut sent = 0;
     loop {
@@ -53,19 +58,19 @@ async fn send_until_slow_consumer_closed(app: &TestApp, sender: &SioClient) -> u
             .await
             .expect("emit");
         sent += 1;
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(every).await;
         if sent % 20 == 0 && app.metric(SLOW_CONSUMER).await >= 1.0 {
             return sent;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no slow consumer was closed after {sent} messages of 64 KiB"
+            "no slow consumer was closed after {sent} messages of {size} bytes"
         );
     }
 }
 
 /// Asserts `client` receives `message` with `seq` 0..n, in order and none missing.
-async fn expect_all_messages(client: &mut SioClient, n: usize) {
+pub(crate) async fn expect_all_messages(client: &mut SioClient, n: usize) {
     for want in 0..n {
         let event = client.expect_event("message").await;
         assert_eq!(
@@ -107,7 +112,8 @@ async fn a_client_that_stops_reading_is_closed_after_the_timeout_and_nothing_is_
     let mut reader = app.client(Transport::WebSocket).await;
     let sender = app.client(Transport::WebSocket).await;
 
-    let sent = send_until_slow_consumer_closed(&app, &sender).await;
+    let sent =
+        send_until_slow_consumer_closed(&app, &sender, 64 * 1024, Duration::from_millis(10)).await;
 
     expect_all_messages(&mut reader, sent).await;
     assert_eq!(app.metric(SLOW_CONSUMER).await, 1.0);
@@ -134,7 +140,8 @@ async fn a_full_queue_closes_the_client_behind_it_and_counts_what_it_refused() {
     let mut reader = app.client(Transport::WebSocket).await;
     let sender = app.client(Transport::WebSocket).await;
 
-    let sent = send_until_slow_consumer_closed(&app, &sender).await;
+    let sent =
+        send_until_slow_consumer_closed(&app, &sender, 64 * 1024, Duration::from_millis(10)).await;
 
     expect_all_messages(&mut reader, sent).await;
     assert_eq!(app.metric(SLOW_CONSUMER).await, 1.0);

@@ -16,7 +16,7 @@ use tokio::{
 use tokio_tungstenite::{WebSocketStream, tungstenite::Message};
 
 use crate::{
-    backpressure::stalled_client,
+    backpressure::{expect_all_messages, send_until_slow_consumer_closed, stalled_client},
     client::{SioClient, Transport},
     cluster::{SHARED_REDIS, spawn_node_with, unique_prefix},
     helpers::{TestApp, eventually, http_client, spawn_app_with},
@@ -70,39 +70,9 @@ fn assert_gapless(seqs: &[u64], who: &str) {
     }
 }
 
-/// Sends `message`s of 8 KiB from `sender`, 5 ms apart, until `app` has
-/// closed a slow consumer (or 20 s went by); returns how many were sent.
+/// Sends 8 KiB `message`s, 5 ms apart, until `app` closed a slow consumer.
 async fn send_until_closed(app: &TestApp, sender: &SioClient) -> usize {
-    let padding = "x".repeat(8 * 1024);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut sent = 0;
-    loop {
-        sender
-            .emit("message", vec![json!({ "seq": sent, "p": padding })])
-            .await
-            .expect("emit");
-        sent += 1;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        if sent % 20 == 0 && app.metric(SLOW_CONSUMER).await >= 1.0 {
-            return sent;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no slow consumer was closed after {sent} messages"
-        );
-    }
-}
-
-/// Asserts `client` receives `message` with `seq` 0..n, in order and none missing.
-async fn expect_all_messages(client: &mut SioClient, n: usize) {
-    for want in 0..n {
-        let event = client.expect_event("message").await;
-        assert_eq!(
-            event.args[0]["seq"],
-            json!(want),
-            "a reading client missed a message"
-        );
-    }
+    send_until_slow_consumer_closed(app, sender, 8 * 1024, Duration::from_millis(5)).await
 }
 
 #[tokio::test]
@@ -139,8 +109,8 @@ async fn a_client_that_reads_too_slowly_is_closed_when_its_queue_overflows() {
     expect_all_messages(&mut reader, sent).await;
 }
 
-/// A long-polling session that connected to `/`, took its `welcome`, and
-/// then never polls again; returns its session id.
+/// Opens a long-polling session, connects it to `/` and polls until its
+/// `welcome` arrived; returns its session id. It polls no more after that.
 async fn polling_client_that_stops(addr: SocketAddr) -> String {
     let http = http_client();
     let base = format!("http://{addr}/socket.io/?EIO=4&transport=polling");
@@ -241,34 +211,7 @@ async fn a_polling_client_that_stops_polling_is_closed_and_stops_the_shedding() 
 /// A session opened on long-polling that upgrades to WebSocket (as
 /// socket.io-client does by default) over a 4 KiB receive buffer, then never reads.
 async fn upgraded_client_that_stops(addr: SocketAddr) -> WebSocketStream<TcpStream> {
-    let http = http_client();
-    let base = format!("http://{addr}/socket.io/?EIO=4&transport=polling");
-    let open = http
-        .get(&base)
-        .send()
-        .await
-        .expect("handshake")
-        .text()
-        .await
-        .expect("body");
-    let handshake: Value =
-        serde_json::from_str(open.strip_prefix('0').expect("OPEN packet")).expect("handshake JSON");
-    let sid = handshake["sid"].as_str().expect("sid").to_owned();
-    let url = format!("{base}&sid={sid}");
-    http.post(&url).body("40").send().await.expect("CONNECT");
-    let mut seen = String::new();
-    while !seen.contains("welcome") {
-        seen.push_str(
-            &http
-                .get(&url)
-                .send()
-                .await
-                .expect("poll")
-                .text()
-                .await
-                .expect("body"),
-        );
-    }
+    let sid = polling_client_that_stops(addr).await;
     let socket = TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
     let tcp = socket.connect(addr).await.expect("connect");
