@@ -78,15 +78,14 @@ pub async fn watch_engine_sessions(
         .uri()
         .query()
         .and_then(|q| query_value(q, "transport"));
-    if transport == Some("websocket") {
+    // Held across the request: a poll counts as waiting until it is answered.
+    let _poll = if transport == Some("websocket") {
         session.on_websocket(request.extensions());
-        next.run(request).await
-    } else if request.method() == Method::GET {
-        let _poll = session.poll();
-        next.run(request).await
+        None
     } else {
-        next.run(request).await
-    }
+        (request.method() == Method::GET).then(|| session.poll())
+    };
+    next.run(request).await
 }
 
 /// The value of `key` in a URI query, as written.

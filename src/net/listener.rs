@@ -19,7 +19,7 @@ use tokio::{
 use super::{
     request_cycle::RequestCycle,
     server::ConnSlot,
-    slow_consumers::{ConnState, SlowConsumers, TIMED_OUT_408},
+    slow_consumers::{ConnState, SlowConsumers, TIMED_OUT_408, stamp},
 };
 
 /// The error a closed slow consumer's reads and writes return.
@@ -99,14 +99,16 @@ impl GuardedStream {
     }
 
     fn note_write<T>(&self, result: &Poll<io::Result<T>>, cx: &Context<'_>) {
-        if self.state.behind_since.load(Ordering::Relaxed) == 0 {
-            let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let caught_up = self.state.behind_since.load(Ordering::Relaxed) == 0;
+        // One clock read, and only when a stamp is due: not per write while behind.
+        let now = (caught_up || result.is_pending()).then(|| stamp(self.epoch));
+        if caught_up && let Some(now) = now {
             self.state.behind_since.store(now, Ordering::Release);
         }
         match result {
             Poll::Pending => {
                 self.state.write_waker.register(cx.waker());
-                let now = self.epoch.elapsed().as_millis() as u64 + 1;
+                let now = now.unwrap_or_else(|| stamp(self.epoch));
                 self.state.blocked(now);
                 if self.state.stalled_since.load(Ordering::Relaxed) == 0 {
                     self.state.stalled_since.store(now, Ordering::Release);
@@ -204,9 +206,7 @@ impl AsyncWrite for GuardedStream {
             Poll::Ready(Ok(())) if self.state.behind_since.load(Ordering::Relaxed) != 0 => {
                 self.state.behind_since.store(0, Ordering::Release);
             }
-            Poll::Pending => self
-                .state
-                .blocked(self.epoch.elapsed().as_millis() as u64 + 1),
+            Poll::Pending => self.state.blocked(stamp(self.epoch)),
             _ => {}
         }
         result

@@ -24,7 +24,10 @@ use std::{
 
 use axum::extract::ConnectInfo;
 
-use super::{Peer, slow_consumers::ConnState};
+use super::{
+    Peer,
+    slow_consumers::{ConnState, stamp},
+};
 
 /// What ecos does to a session it closes as a slow consumer: takes the
 /// socket out of its rooms and says why (supplied by the realtime layer,
@@ -89,7 +92,7 @@ impl Session {
             sid,
             eio,
             closer,
-            polled_at: AtomicU64::new(epoch.elapsed().as_millis() as u64 + 1),
+            polled_at: AtomicU64::new(stamp(epoch)),
             epoch,
             polls_waiting: AtomicU32::new(0),
             websocket: OnceLock::new(),
@@ -133,14 +136,26 @@ impl Session {
     /// false also for a WebSocket session whose connection ecos cannot reach
     /// (a request made in-process, without one).
     pub fn close_transport(&self) -> bool {
+        // A long-polling session is ended once; its polls are refused from now on.
+        if self.websocket.get().is_none()
+            && self.polling
+            && self.evicted.swap(true, Ordering::AcqRel)
+        {
+            return false;
+        }
+        self.shut()
+    }
+
+    /// Closes the transport itself: the WebSocket's connection, or the
+    /// long-polling session; false when there is neither to reach.
+    fn shut(&self) -> bool {
         match self.websocket.get() {
             Some(ws) => ws.close(),
-            None if !self.polling => false,
-            None if self.evicted.swap(true, Ordering::AcqRel) => false,
-            None => {
+            None if self.polling => {
                 self.end_polling();
                 true
             }
+            None => false,
         }
     }
 
@@ -187,12 +202,7 @@ impl Session {
             return false;
         }
         (self.evict)();
-        match self.websocket.get() {
-            Some(ws) => {
-                ws.close();
-            }
-            None => self.end_polling(),
-        }
+        self.shut();
         true
     }
 }
@@ -215,8 +225,9 @@ pub struct PollGuard(Arc<Session>);
 
 impl Drop for PollGuard {
     fn drop(&mut self) {
-        let now = self.0.epoch.elapsed().as_millis() as u64 + 1;
-        self.0.polled_at.store(now, Ordering::Release);
+        self.0
+            .polled_at
+            .store(stamp(self.0.epoch), Ordering::Release);
         self.0.polls_waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }

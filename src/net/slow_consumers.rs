@@ -86,7 +86,13 @@ pub(super) struct ConnState {
     timed_out: AtomicU8,
 }
 
-/// The time from an epoch offset stored as milliseconds plus one (0: not set) to `now`.
+/// Now, as the connection and session stamps store it: milliseconds since
+/// `epoch`, plus one, so that 0 can mean "not set".
+pub(super) fn stamp(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64 + 1
+}
+
+/// The time from a [`stamp`] (0: not set) to `now`, both counted from the epoch.
 fn since(at: &AtomicU64, now: Duration) -> Option<Duration> {
     let at = at.load(Ordering::Acquire);
     (at != 0).then(|| now.saturating_sub(Duration::from_millis(at - 1)))
@@ -129,7 +135,7 @@ impl ConnState {
         unflushed.max(congested)
     }
 
-    /// Records a write or flush that could not proceed, at `now_ms` (epoch milliseconds plus one).
+    /// Records a write or flush that could not proceed, at `now_ms` (a [`stamp`]).
     pub(super) fn blocked(&self, now_ms: u64) {
         let last = self.last_blocked.swap(now_ms, Ordering::AcqRel);
         if last == 0 || now_ms.saturating_sub(last) > CONGESTION_GAP.as_millis() as u64 {

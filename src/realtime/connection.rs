@@ -217,17 +217,22 @@ async fn on_disconnect<A: Adapter>(
     let closed_by_ecos = state.as_ref().and_then(|state| state.close_reason());
     let label = if let Some(reason) = closed_by_ecos {
         reason
-    } else if crate::net::closed_as_slow_consumer(&socket.req_parts().extensions)
-        || socket
-            .extensions
-            .get::<Arc<crate::net::Session>>()
-            .is_some_and(|session| session.closed_as_slow_consumer())
-    {
+    } else if closed_as_slow_consumer(&socket) {
         SLOW_CONSUMER
     } else {
         reason_label(reason)
     };
     depart(&socket, &rt, label, &reason);
+}
+
+/// Whether ecos closed the socket's transport as a slow consumer: its
+/// watched session's (which follows an upgrade), else its handshake's
+/// connection (a socket that left before its session was watched).
+fn closed_as_slow_consumer<A: Adapter>(socket: &SocketRef<A>) -> bool {
+    match socket.extensions.get::<Arc<crate::net::Session>>() {
+        Some(session) => session.closed_as_slow_consumer(),
+        None => crate::net::closed_as_slow_consumer(&socket.req_parts().extensions),
+    }
 }
 
 /// The departure of every socket the server's close takes away, counted as

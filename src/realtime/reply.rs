@@ -40,13 +40,12 @@ pub fn reply<A: Adapter, T: Serialize>(ack: AckSender<A>, socket: &SocketRef<A>,
 /// Closes `socket` because of `reason`, which its disconnect is counted under.
 ///
 /// A polite DISCONNECT packet needs room in the socket's queue. When there is
-/// none, the session's transport is closed: its WebSocket connection, which
-/// ends the session at once (the client sees a transport close and
-/// reconnects), or, on long-polling, its further polls are refused (the
-/// client sees its session gone and reconnects). The DISCONNECT is retried
-/// until the queue has room or the session ends by itself (its heartbeat
-/// times out once the client no longer polls); either way the disconnect is
-/// counted under `reason`.
+/// none, the session's transport is closed: its WebSocket connection, or,
+/// on long-polling, the session itself (ended as its client would end it;
+/// its further polls are refused). Either way the session ends at once, the
+/// client sees its transport gone and reconnects, and the disconnect is
+/// counted under `reason`. The DISCONNECT is still retried while the socket
+/// lingers, for a socket whose transport ecos could not reach.
 pub fn close<A: Adapter>(socket: &SocketRef<A>, reason: &'static str) {
     if let Some(state) = socket.extensions.get::<Arc<SocketState>>() {
         state.set_close_reason(reason);
