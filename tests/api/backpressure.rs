@@ -14,16 +14,26 @@ use crate::helpers::{TestApp, spawn_app_with};
 const SLOW_CONSUMER: &str = r#"ecos_disconnections_total{reason="slow_consumer""#;
 const DROPPED: &str = r#"ecos_messages_dropped_total{event="message""#;
 
-/// A client that connects to `/`, takes its `welcome`, and then never reads
-/// again, on a socket with a tiny receive buffer so that it backs up fast.
-pub(crate) async fn stalled_client(addr: SocketAddr) -> WebSocketStream<TcpStream> {
+/// A WebSocket to Engine.IO (`query` added to `EIO=4&transport=websocket`)
+/// on a socket with a 4 KiB receive buffer, so that it backs up fast.
+pub(crate) async fn small_buffer_websocket(
+    addr: SocketAddr,
+    query: &str,
+) -> WebSocketStream<TcpStream> {
     let socket = TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
     let tcp = socket.connect(addr).await.expect("connect");
-    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp)
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket{query}");
+    let (ws, _) = tokio_tungstenite::client_async(url, tcp)
         .await
         .expect("upgrade");
+    ws
+}
+
+/// A client that connects to `/`, takes its `welcome`, and then never reads
+/// again, on a socket with a tiny receive buffer so that it backs up fast.
+pub(crate) async fn stalled_client(addr: SocketAddr) -> WebSocketStream<TcpStream> {
+    let mut ws = small_buffer_websocket(addr, "").await;
     let mut welcomed = false;
     while !welcomed {
         let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())

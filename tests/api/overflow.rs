@@ -9,14 +9,14 @@ use std::{net::SocketAddr, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::{
-    net::{TcpSocket, TcpStream},
-    task::JoinHandle,
-};
+use tokio::{net::TcpStream, task::JoinHandle};
 use tokio_tungstenite::{WebSocketStream, tungstenite::Message};
 
 use crate::{
-    backpressure::{expect_all_messages, send_until_slow_consumer_closed, stalled_client},
+    backpressure::{
+        expect_all_messages, send_until_slow_consumer_closed, small_buffer_websocket,
+        stalled_client,
+    },
     client::{SioClient, Transport},
     cluster::{SHARED_REDIS, spawn_node_with, unique_prefix},
     helpers::{TestApp, eventually, http_client, spawn_app_with},
@@ -51,6 +51,14 @@ async fn read_slowly(mut ws: WebSocketStream<TcpStream>) -> Vec<u64> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// What the slow reader got, once its connection has ended.
+async fn seqs_once_closed(slow: JoinHandle<Vec<u64>>) -> Vec<u64> {
+    tokio::time::timeout(Duration::from_secs(40), slow)
+        .await
+        .expect("the slow reader's connection ends")
+        .expect("reader task")
 }
 
 /// The `seq` of a `message` event packet.
@@ -91,10 +99,7 @@ async fn a_client_that_reads_too_slowly_is_closed_when_its_queue_overflows() {
 
     let sent = send_until_closed(&app, &sender).await;
 
-    let got = tokio::time::timeout(Duration::from_secs(40), slow)
-        .await
-        .expect("the slow reader's connection ends")
-        .expect("reader task");
+    let got = seqs_once_closed(slow).await;
     assert_gapless(&got, "the slow reader");
     assert!(
         got.len() < sent,
@@ -212,13 +217,7 @@ async fn a_polling_client_that_stops_polling_is_closed_and_stops_the_shedding() 
 /// socket.io-client does by default) over a 4 KiB receive buffer, then never reads.
 async fn upgraded_client_that_stops(addr: SocketAddr) -> WebSocketStream<TcpStream> {
     let sid = polling_client_that_stops(addr).await;
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    let tcp = socket.connect(addr).await.expect("connect");
-    let ws_url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&sid={sid}");
-    let (mut ws, _) = tokio_tungstenite::client_async(ws_url, tcp)
-        .await
-        .expect("upgrade");
+    let mut ws = small_buffer_websocket(addr, &format!("&sid={sid}")).await;
     ws.send(Message::text("2probe")).await.expect("probe");
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
@@ -328,10 +327,7 @@ async fn a_broadcast_from_another_instance_closes_the_slow_reader_it_overflows()
 
     let sent = send_until_closed(&b, &sender).await;
 
-    let got = tokio::time::timeout(Duration::from_secs(40), slow)
-        .await
-        .expect("the slow reader's connection ends")
-        .expect("reader task");
+    let got = seqs_once_closed(slow).await;
     assert_gapless(&got, "the slow reader on the other instance");
     assert!(
         b.metric(DROPPED_REMOTE).await >= 1.0,
